@@ -1,0 +1,38 @@
+# make demo: set up everything and run the whole DAG on Fashion-MNIST through the Prefect flow.
+# make test: set up everything and run the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
+       GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
+
+.PHONY: setup demo test data clean-data
+setup: $(VENV)/.installed data
+
+# torch and torchvision first, pinned to the builds that lie on this machine's disk (see README).
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist: installed as root, else unpacked into .cache/.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || [ -f .cache/debs$(FMNIST)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else \
+	  mkdir -p .cache/debs && cd .cache && apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb debs; \
+	fi
+
+demo: setup
+	@start=$$(date +%s); $(BIN)/augdag run; echo "pipeline run: $$(( $$(date +%s) - start )) s"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,5 @@
+import sys
+
+from augdag.cli import main
+
+sys.exit(main())

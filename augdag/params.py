@@ -1,0 +1,281 @@
+"""Typed, validated params: one section of params.yaml per stage (as DVC's example projects do).
+
+A wrong key or value fails at once with the file, the dotted key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from augdag.errors import ParamsError
+
+BRANCHES = ("traditional", "mix", "generative")
+SOURCES = ("raw",) + BRANCHES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Prob = Field(default=0.0, ge=0.0, le=1.0)
+
+
+def _range(lo: float, hi: float):
+    """A [min, max] pair checked to lie within [lo, hi] and be ordered."""
+
+    def check(v: tuple[float, float]) -> tuple[float, float]:
+        a, b = v
+        if not (lo <= a <= b <= hi):
+            raise ValueError(f"must be [min, max] with {lo} <= min <= max <= {hi}, got {list(v)}")
+        return v
+
+    return check
+
+
+def _odd(v: int) -> int:
+    if v % 2 == 0:
+        raise ValueError(f"must be odd, got {v}")
+    return v
+
+
+def Range(lo: float, hi: float):
+    return Annotated[tuple[float, float], AfterValidator(_range(lo, hi))]
+
+
+class IngestParams(_Strict):
+    source: str = Field(
+        default="fashion-mnist",
+        description="'fashion-mnist', or a folder holding one subfolder of images per class",
+    )
+    image_size: int = Field(default=28, ge=8, le=1024)
+    channels: Literal[1, 3] = 1
+    n_per_class: int | None = Field(default=20, ge=1, description="train images per class; null = all")
+    n_val_per_class: int = Field(default=20, ge=0)
+    n_test_per_class: int = Field(default=200, ge=1)
+    shard_size: int = Field(default=4096, ge=1, le=1_000_000)
+    max_image_pixels: int = Field(default=50_000_000, ge=1, description="larger images are refused")
+
+
+class BranchPlan(_Strict):
+    enabled: bool = False
+    multiplier: int = Field(default=1, ge=0, le=1000, description="variants per raw train sample")
+
+
+class StrategyParams(_Strict):
+    traditional: BranchPlan = BranchPlan(enabled=True, multiplier=1)
+    mix: BranchPlan = BranchPlan()
+    generative: BranchPlan = BranchPlan()
+
+
+class FlipParams(_Strict):
+    p: float = Prob
+
+
+class RotationParams(_Strict):
+    p: float = Prob
+    degrees: float = Field(default=15.0, ge=0.0, le=180.0)
+
+
+class ResizedCropParams(_Strict):
+    p: float = Prob
+    scale: Range(0.01, 1.0) = (0.8, 1.0)
+    ratio: Range(0.1, 10.0) = (0.75, 1.3333333333333333)
+
+
+class AffineParams(_Strict):
+    p: float = Prob
+    translate: float = Field(default=0.1, ge=0.0, le=0.5, description="max shift, fraction of size")
+    scale: Range(0.1, 10.0) = (0.9, 1.1)
+
+
+class ColorJitterParams(_Strict):
+    p: float = Prob
+    brightness: float = Field(default=0.2, ge=0.0, le=1.0)
+    contrast: float = Field(default=0.2, ge=0.0, le=1.0)
+    saturation: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class BlurParams(_Strict):
+    p: float = Prob
+    kernel_size: Annotated[int, Field(ge=3, le=31), AfterValidator(_odd)] = 3
+    sigma: Range(0.01, 20.0) = (0.1, 1.0)
+
+
+class NoiseParams(_Strict):
+    p: float = Prob
+    std: Range(0.0, 1.0) = (0.01, 0.05)
+
+
+class ErasingParams(_Strict):
+    p: float = Prob
+    scale: Range(0.001, 1.0) = (0.02, 0.15)
+    ratio: Range(0.05, 20.0) = (0.3, 3.3)
+    value: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class OpsParams(_Strict):
+    """Ops run in this order; each is applied with its own probability p."""
+
+    hflip: FlipParams = FlipParams(p=0.5)
+    vflip: FlipParams = FlipParams(p=0.0)
+    rotation: RotationParams = RotationParams(p=0.5)
+    resized_crop: ResizedCropParams = ResizedCropParams(p=0.0)
+    affine: AffineParams = AffineParams(p=0.5)
+    color_jitter: ColorJitterParams = ColorJitterParams(p=0.5)
+    gaussian_blur: BlurParams = BlurParams(p=0.0)
+    gaussian_noise: NoiseParams = NoiseParams(p=0.0)
+    random_erasing: ErasingParams = ErasingParams(p=0.0)
+
+
+class TraditionalParams(_Strict):
+    ops: OpsParams = OpsParams()
+
+
+class MixParams(_Strict):
+    """Filled by the Mixup/CutMix issue; until then the stage writes an empty, valid output."""
+
+
+class GenerativeParams(_Strict):
+    """Filled by the generative-branch issue; until then the stage writes an empty, valid output."""
+
+
+class QualityParams(_Strict):
+    on_schema_failure: Literal["fail", "warn"] = "fail"
+
+
+class MergeParams(_Strict):
+    weights: dict[Literal["raw", "traditional", "mix", "generative"], Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: {"raw": 1.0, "traditional": 1.0, "mix": 1.0, "generative": 1.0},
+        description="probability mass of each source when the fine-tune samples a batch",
+    )
+
+
+class FinetuneParams(_Strict):
+    model: str = Field(
+        default="efficientnet_lite0",
+        description="'efficientnet_lite0' (packaged ImageNet weights), 'timm/<name>' or 'torchvision/<name>'",
+    )
+    pretrained: bool = True
+    image_size: int = Field(default=64, ge=16, le=1024)
+    steps: int = Field(default=190, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    freeze: Literal["none", "backbone"] = "none"
+    eval_every: int = Field(default=19, ge=1)
+    num_threads: int = Field(default=2, ge=1, le=256, description="torch threads (kept fixed for identical bytes)")
+
+
+class EvaluateParams(_Strict):
+    batch_size: int = Field(default=256, ge=1, le=65536)
+
+
+class ReportParams(_Strict):
+    grid_samples: int = Field(default=16, ge=0, le=256)
+
+
+class Params(_Strict):
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    ingest: IngestParams = IngestParams()
+    strategy: StrategyParams = StrategyParams()
+    traditional: TraditionalParams = TraditionalParams()
+    mix: MixParams = MixParams()
+    generative: GenerativeParams = GenerativeParams()
+    quality: QualityParams = QualityParams()
+    merge: MergeParams = MergeParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see params.yaml for the allowed keys)")
+            continue
+        got = e.get("input")
+        lines.append(f"  {key} = {got!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, source: str = "params.yaml") -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of stage sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(_format(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if overrides:
+        data = deep_merge(data or {}, overrides)
+    return parse_params(data, str(path))
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def dotted_to_nested(pairs: list[str]) -> dict:
+    """`['traditional.ops.rotation.degrees=20']` -> nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ParamsError(f"override {pair!r}: expected KEY=VALUE, e.g. finetune.steps=100")
+        key, raw = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def write_overrides(path: str | Path, overrides: dict) -> Params:
+    """Validate `overrides` on top of params.yaml, then write them into it (comments kept)."""
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    current = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    params = parse_params(deep_merge(current or {}, overrides), f"{path} (with overrides)")
+    ry = YAML()
+    ry.preserve_quotes = True
+    doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else None
+    if doc is None:
+        doc = {}
+
+    def put(node, extra):
+        for k, v in extra.items():
+            if isinstance(v, dict) and isinstance(node.get(k), dict):
+                put(node[k], v)
+            else:
+                node[k] = v
+
+    put(doc, overrides)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        ry.dump(doc, f)
+    tmp.replace(path)
+    return params

@@ -1,0 +1,1 @@
+"""Prefect flows over the stage code in `augdag.tasks`."""

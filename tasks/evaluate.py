@@ -1,0 +1,65 @@
+"""Evaluate: accuracy, macro-F1, per-class accuracy and the confusion matrix on the test split."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from augdag.errors import ModelError
+from augdag.models import build_model
+from augdag.params import Params
+from augdag.storage import StageData, atomic_dir, write_json
+from augdag.tasks import out_dir
+from augdag.tasks.finetune import predict
+from augdag.tasks.ingest import classes
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class_accuracy": recall.tolist(),
+        "confusion": cm.tolist(),
+    }
+
+
+def run(p: Params, root: Path, **_) -> dict:
+    torch.set_num_threads(p.finetune.num_threads)
+    cls = classes(root)
+    model = build_model(p.finetune.model, len(cls), pretrained=False)
+    path = out_dir(root, "finetune") / "model.safetensors"
+    try:
+        model.load_state_dict(load_file(path))
+    except (RuntimeError, OSError) as err:
+        raise ModelError(f"{path}: cannot load into {p.finetune.model} with {len(cls)} classes: {err}") from None
+    raw = StageData(out_dir(root, "ingest"))
+    test = raw.manifest[raw.manifest.split == "test"]
+    logits = predict(model, torch.from_numpy(raw.images(test)), p.finetune.image_size, p.evaluate.batch_size)
+    y_true = test.label.to_numpy(dtype=np.int64)
+    y_pred = logits.argmax(1).numpy()
+    s = scores(y_true, y_pred, len(cls))
+    metrics = {"accuracy": round(s["accuracy"], 6), "macro_f1": round(s["macro_f1"], 6), "n_test": int(len(test)),
+               "per_class_accuracy": {c: round(a, 6) for c, a in zip(cls, s["per_class_accuracy"])}}
+    summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n_test"]}
+    with atomic_dir(out_dir(root, "evaluate")) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "summary.json", summary)
+        write_json(tmp / "confusion.json", {"classes": cls, "matrix": s["confusion"]})
+        with open(tmp / "predictions.csv", "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["sample_id", "actual", "predicted"])
+            for sid, t, q in zip(test.sample_id, y_true, y_pred):
+                wr.writerow([sid, cls[t], cls[q]])
+    return summary

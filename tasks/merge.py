@@ -1,0 +1,51 @@
+"""Merge: raw train samples plus the gate's kept samples, each with a sampling weight.
+
+`merge.weights[source]` is the probability mass of that source when the fine-tune draws a sample:
+a sample's weight is weights[source] / (number of samples of that source), normalised to sum to 1
+over the non-empty sources. A weight of 0 leaves the source out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from augdag import gx
+from augdag.errors import DataError
+from augdag.log import Progress
+from augdag.params import Params
+from augdag.storage import StageData, StageWriter, atomic_dir, read_manifest, write_json
+from augdag.tasks import out_dir
+from augdag.tasks.ingest import EXPECTATIONS, classes
+
+
+def run(p: Params, root: Path, **_) -> dict:
+    raw = StageData(out_dir(root, "ingest"))
+    gate = read_manifest(out_dir(root, "quality"))
+    parts = {"raw": raw.manifest[raw.manifest.split == "train"]}
+    for branch, rows in gate[gate.gate == "kept"].groupby("branch", sort=False):
+        parts[branch] = rows
+    weights = {s: p.merge.weights.get(s, 1.0) for s in parts if len(parts[s]) and p.merge.weights.get(s, 1.0) > 0}
+    if not weights:
+        raise DataError("merge: no samples left (every source is empty or has weight 0 in merge.weights)")
+    total = sum(weights.values())
+    summary = {}
+    with atomic_dir(out_dir(root, "merge")) as tmp:
+        w = StageWriter(tmp, p.ingest.shard_size)
+        progress = Progress("merge", sum(len(parts[s]) for s in weights))
+        for source in weights:
+            rows = parts[source]
+            reader = raw if source == "raw" else StageData(out_dir(root, source))
+            per_sample = weights[source] / total / len(rows)
+            for _, r in rows.iterrows():
+                fields = {k: r[k] for k in ("sample_id", "split", "branch", "label", "soft_label", "parent_ids", "source",
+                                            "op_params", "seed", "generator_hash", "scores", "gate", "gate_reason")}
+                w.add(reader.image(r), **fields, weight=per_sample)
+            progress.update(len(rows))
+            summary[source] = {"samples": len(rows), "mass": weights[source] / total}
+        manifest = w.close()
+        gx.require(gx.validate_frame(manifest, EXPECTATIONS / "merged.json",
+                                     {"label_set": list(range(len(classes(root))))}))
+        write_json(tmp / "summary.json", summary)
+    return summary

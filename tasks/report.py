@@ -1,0 +1,119 @@
+"""Report: one self-contained HTML page (images and plots inlined; opens with no network)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from augdag.params import Params
+from augdag.storage import StageData, atomic_dir
+from augdag.tasks import STAGES, out_dir
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}.grid img{image-rendering:pixelated;width:56px;height:56px;margin:2px;border:1px solid #ddd}
+.missing{color:#a00}code{font-size:90%}figure{display:inline-block;margin:4px;text-align:center;font-size:11px}"""
+
+
+def _png(arr: np.ndarray) -> str:
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _curve_svg(rows: list[dict]) -> str:
+    """A small inline SVG line chart of the training curve (no plotting library, no scripts)."""
+    if not rows:
+        return '<p class="missing">no training curve</p>'
+    w, h, pad = 520, 220, 36
+    steps = [float(r["step"]) for r in rows]
+    series = [(k, c) for k, c in (("train_loss", "#1f77b4"), ("val_loss", "#ff7f0e"), ("val_accuracy", "#2ca02c"))
+              if k in rows[0]]
+    ymax = max(max(float(r[k]) for r in rows) for k, _ in series) or 1.0
+    sx = lambda s: pad + (w - 2 * pad) * (s - steps[0]) / max(steps[-1] - steps[0], 1)
+    sy = lambda v: h - pad - (h - 2 * pad) * v / ymax
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="training curve">',
+             f'<line x1="{pad}" y1="{h-pad}" x2="{w-pad}" y2="{h-pad}" stroke="#999"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h-pad}" stroke="#999"/>',
+             f'<text x="{pad}" y="{pad-8}" font-size="11">max {ymax:.3g}</text>',
+             f'<text x="{w-pad}" y="{h-pad+14}" font-size="11" text-anchor="end">step {int(steps[-1])}</text>']
+    for i, (k, color) in enumerate(series):
+        pts = " ".join(f"{sx(s):.1f},{sy(float(r[k])):.1f}" for s, r in zip(steps, rows))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        parts.append(f'<text x="{w-pad-120}" y="{pad+14*i}" font-size="11" fill="{color}">{k}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def _grid(data: StageData, rows, n: int, with_params: bool = False) -> str:
+    figs = []
+    for _, r in rows.head(n).iterrows():
+        cap = html.escape(r.sample_id)
+        if with_params:
+            ops = ", ".join(o["op"] for o in json.loads(r.op_params or "{}").get("ops", [])) or "identity"
+            cap += f"<br>{html.escape(ops)}"
+        figs.append(f'<figure><img src="{_png(data.image(r))}" alt="{html.escape(r.sample_id)}"><figcaption>{cap}</figcaption></figure>')
+    return f'<div class="grid">{"".join(figs)}</div>' if figs else '<p class="missing">no samples</p>'
+
+
+def render(p: Params, root: Path) -> str:
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>augdag report</title>",
+           f"<style>{CSS}</style></head><body><h1>augdag report</h1>"]
+    out.append("<h2>Stages</h2><table><tr><th>stage</th><th>summary</th></tr>")
+    for s in STAGES[:-1]:
+        summary = _json(out_dir(root, s) / "summary.json")
+        cell = f"<code>{html.escape(json.dumps(summary, sort_keys=True))}</code>" if summary is not None else '<span class="missing">missing</span>'
+        out.append(f"<tr><th>{s}</th><td style='text-align:left'>{cell}</td></tr>")
+    out.append("</table>")
+
+    metrics = _json(out_dir(root, "evaluate") / "metrics.json")
+    out.append("<h2>Test metrics</h2>")
+    if metrics:
+        out.append(f"<p>accuracy <b>{metrics['accuracy']:.4f}</b>, macro-F1 <b>{metrics['macro_f1']:.4f}</b> on {metrics['n_test']} test images</p>")
+        out.append("<table><tr><th>class</th><th>accuracy</th></tr>" + "".join(
+            f"<tr><th>{html.escape(c)}</th><td>{a:.3f}</td></tr>" for c, a in metrics["per_class_accuracy"].items()) + "</table>")
+    else:
+        out.append('<p class="missing">missing: run the evaluate stage</p>')
+    conf = _json(out_dir(root, "evaluate") / "confusion.json")
+    if conf:
+        head = "".join(f"<th>{i}</th>" for i in range(len(conf["classes"])))
+        body = "".join(f"<tr><th>{i} {html.escape(c)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                       for i, (c, row) in enumerate(zip(conf["classes"], conf["matrix"])))
+        out.append(f"<h3>Confusion matrix (rows: actual, columns: predicted)</h3><table><tr><th></th>{head}</tr>{body}</table>")
+
+    curve_path = out_dir(root, "finetune") / "curve.csv"
+    out.append("<h2>Training curve</h2>")
+    out.append(_curve_svg(list(csv.DictReader(curve_path.open())) if curve_path.exists() else []))
+
+    out.append("<h2>Samples</h2>")
+    n = p.report.grid_samples
+    for stage, title, params in (("ingest", "raw train", False), ("traditional", "traditional branch", True),
+                                 ("mix", "mix branch", True), ("generative", "generative branch", True)):
+        folder = out_dir(root, stage)
+        out.append(f"<h3>{title}</h3>")
+        if not (folder / "manifest.parquet").exists():
+            out.append('<p class="missing">missing</p>')
+            continue
+        data = StageData(folder)
+        rows = data.manifest[data.manifest.split == "train"] if stage == "ingest" else data.manifest
+        out.append(_grid(data, rows, n, with_params=params))
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def run(p: Params, root: Path, **_) -> dict:
+    page = render(p, root)
+    with atomic_dir(out_dir(root, "report")) as tmp:
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+    return {"report": str(out_dir(root, "report") / "report.html"), "bytes": len(page)}

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from augdag import ops
+from augdag.params import OpsParams
+from augdag.seeding import derive_seed
+
+ALL_ON = OpsParams(**{name: {"p": 1.0} for name in OpsParams.model_fields})
+
+
+def image(c=1, h=28, w=28, seed=0):
+    g = np.random.default_rng(seed)
+    a = (g.random((h, w, c)) * 80).astype(np.uint8)
+    a[h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 220
+    return a
+
+
+@pytest.mark.parametrize("name", list(ops.OPS))
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_each_op_is_deterministic_and_replayable(name, seed, channels):
+    cfg = OpsParams(**{n: {"p": 1.0 if n == name else 0.0} for n in OpsParams.model_fields})
+    img = image(channels, seed=seed)
+    applied = ops.make_params(cfg, seed, 28, 28)
+    assert [a["op"] for a in applied] == [name]
+    assert ops.make_params(cfg, seed, 28, 28) == applied, "drawing must depend only on the seed"
+    out = ops.apply(img, applied)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    np.testing.assert_array_equal(out, ops.apply(img.copy(), applied))
+    if name not in ("color_jitter",) or channels == 3 or applied[0]["brightness"] != 1.0:
+        assert not np.array_equal(out, img) or name == "random_erasing" and applied[0]["height"] == 0, \
+            f"{name} with p=1 should change the image"
+
+
+def test_params_are_plain_json_and_differ_across_seeds():
+    import json
+
+    a = ops.make_params(ALL_ON, 1, 28, 28)
+    b = ops.make_params(ALL_ON, 2, 28, 28)
+    assert json.loads(json.dumps(a)) == a
+    assert a != b
+    assert [x["op"] for x in a] == list(ops.OPS)
+
+
+def test_changing_one_op_leaves_other_ops_draws_unchanged():
+    base = {x["op"]: x for x in ops.make_params(ALL_ON, 7, 28, 28)}
+    changed = ALL_ON.model_copy(update={"rotation": ALL_ON.rotation.model_copy(update={"degrees": 90.0})})
+    other = {x["op"]: x for x in ops.make_params(changed, 7, 28, 28)}
+    assert other["rotation"] != base["rotation"]
+    assert {k: v for k, v in other.items() if k != "rotation"} == {k: v for k, v in base.items() if k != "rotation"}
+
+
+def test_probability_zero_is_identity_and_probability_is_respected():
+    none = OpsParams(**{n: {"p": 0.0} for n in OpsParams.model_fields})
+    img = image()
+    assert ops.make_params(none, 3, 28, 28) == []
+    np.testing.assert_array_equal(ops.apply(img, []), img)
+    half = OpsParams(**{n: {"p": 0.5 if n == "hflip" else 0.0} for n in OpsParams.model_fields})
+    hits = sum(bool(ops.make_params(half, derive_seed(0, "t", i), 28, 28)) for i in range(400))
+    assert 160 < hits < 240
+
+
+def test_hflip_is_exact_and_geometry_ranges_hold():
+    img = image()
+    np.testing.assert_array_equal(ops.apply(img, [{"op": "hflip"}]), img[:, ::-1])
+    for s in range(50):
+        (rot,) = ops.make_params(OpsParams(**{n: {"p": 1.0 if n == "rotation" else 0.0} for n in OpsParams.model_fields}), s, 28, 28)
+        assert -15.0 <= rot["angle"] <= 15.0
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.apply(img, [{"op": "sharpen"}])

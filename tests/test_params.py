@@ -1,0 +1,57 @@
+import pytest
+
+from augdag.errors import ParamsError
+from augdag.params import Params, dotted_to_nested, load_params, parse_params, write_overrides
+from conftest import REPO
+
+
+def test_repo_params_file_is_valid_and_matches_defaults():
+    p = load_params(REPO / "params.yaml")
+    assert p == Params(), "params.yaml and the schema defaults should agree"
+
+
+@pytest.mark.parametrize("data, key, fragment", [
+    ({"ingest": {"n_per_clas": 5}}, "ingest.n_per_clas", "unknown key"),
+    ({"traditional": {"ops": {"rotation": {"degrees": 400}}}}, "traditional.ops.rotation.degrees = 400", "less than or equal to 180"),
+    ({"traditional": {"ops": {"hflip": {"p": 1.5}}}}, "traditional.ops.hflip.p = 1.5", "less than or equal to 1"),
+    ({"traditional": {"ops": {"affine": {"scale": [1.2, 0.9]}}}}, "traditional.ops.affine", "min <= max"),
+    ({"ingest": {"channels": 2}}, "ingest.channels = 2", "1 or 3"),
+    ({"finetune": {"freeze": "half"}}, "finetune.freeze = 'half'", "'none' or 'backbone'"),
+    ({"merge": {"weights": {"traditional": -1}}}, "merge.weights.traditional = -1", "greater than or equal to 0"),
+    ({"strategy": {"mix": {"multiplier": -2}}}, "strategy.mix.multiplier = -2", "greater than or equal to 0"),
+])
+def test_bad_values_name_key_value_and_allowed(data, key, fragment):
+    with pytest.raises(ParamsError) as e:
+        parse_params(data, "params.yaml")
+    msg = str(e.value)
+    assert msg.startswith("params.yaml")
+    assert key in msg and fragment in msg, msg
+
+
+def test_top_level_must_be_mapping_and_yaml_must_parse(tmp_path):
+    with pytest.raises(ParamsError, match="top level must be a mapping"):
+        parse_params([1, 2])
+    bad = tmp_path / "params.yaml"
+    bad.write_text("ingest: {n_per_class: [\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_dotted_overrides_and_write_back_keep_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    nested = dotted_to_nested(["traditional.ops.rotation.degrees=20", "finetune.steps=7"])
+    assert nested == {"traditional": {"ops": {"rotation": {"degrees": 20}}}, "finetune": {"steps": 7}}
+    p = write_overrides(path, nested)
+    assert p.traditional.ops.rotation.degrees == 20 and p.finetune.steps == 7
+    text = path.read_text()
+    assert "# augdag params" in text and "degrees: 20" in text
+    assert load_params(path).finetune.steps == 7
+    before = path.read_text()
+    with pytest.raises(ParamsError, match="finetune.steps"):
+        write_overrides(path, {"finetune": {"steps": 0}})
+    assert path.read_text() == before, "a rejected override must leave params.yaml untouched"
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        dotted_to_nested(["finetune.steps"])
