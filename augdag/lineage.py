@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from augdag import ops
+from augdag import mixing, ops
 from augdag.errors import LineageError
 from augdag.storage import MANIFEST, StageData, _to_pandas, content_hash
 from augdag.tasks import out_dir
@@ -77,6 +77,19 @@ def replay(root: Path, sample_id: str, params=None) -> dict:
         if params is not None:
             redrawn = ops.make_params(params.traditional.ops, int(r["seed"]), *image.shape[:2])
             result["params_redrawn_match"] = redrawn == applied
+    elif stage == "mix":
+        raw = StageData(out_dir(root, "ingest"))
+        a, b = (raw.image(find(root, pid)[1]) for pid in r["parent_ids"])
+        result["replayed_hash"] = content_hash(mixing.apply(a, b, r["op_params"]))
+        if params is not None:
+            from augdag.tasks.mix import make_variant
+
+            train = raw.manifest[raw.manifest.split == "train"].reset_index(drop=True)
+            parent_id, k = sample_id.rsplit("~mix", 1)
+            labels = train.label.to_numpy(dtype="int64")
+            _, fields = make_variant(params, parent_id, int(k), train, labels, len(r["soft_label"]), raw.image)
+            result["params_redrawn_match"] = json.loads(fields["op_params"]) == r["op_params"] and \
+                fields["parent_ids"] == r["parent_ids"]
     else:
         raise LineageError(f"replay of {stage} samples is not implemented yet")
     result["match"] = result["replayed_hash"] == result["recorded_hash"]

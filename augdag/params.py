@@ -135,8 +135,25 @@ class TraditionalParams(_Strict):
     ops: OpsParams = OpsParams()
 
 
-class MixParams(_Strict):
-    """Filled by the Mixup/CutMix issue; until then the stage writes an empty, valid output."""
+class _MixSettings(_Strict):
+    mode: Literal["mixup", "cutmix", "both"] = "both"
+    mixup_alpha: float = Field(default=0.4, gt=0.0, le=100.0, description="λ ~ Beta(α, α) for Mixup")
+    cutmix_alpha: float = Field(default=1.0, gt=0.0, le=100.0, description="λ ~ Beta(α, α) for CutMix")
+    cutmix_prob: float = Field(default=0.5, ge=0.0, le=1.0, description="share of CutMix when mode is both")
+
+
+class MixParams(_MixSettings):
+    """Offline Mixup/CutMix: stored samples with two parents (strategy.mix sets how many)."""
+
+    pairing: Literal["any", "same_class", "cross_class"] = "any"
+
+
+class OnlineMixParams(_MixSettings):
+    """Mixup/CutMix per batch inside fine-tuning, as the papers do."""
+
+    enabled: bool = False
+    mode: Literal["mixup", "cutmix", "both"] = "mixup"
+    prob: float = Field(default=1.0, ge=0.0, le=1.0, description="probability that a sample of a batch is mixed")
 
 
 class GenerativeParams(_Strict):
@@ -168,6 +185,7 @@ class FinetuneParams(_Strict):
     freeze: Literal["none", "backbone"] = "none"
     eval_every: int = Field(default=19, ge=1)
     num_threads: int = Field(default=2, ge=1, le=256, description="torch threads (kept fixed for identical bytes)")
+    online_mix: OnlineMixParams = OnlineMixParams()
 
 
 class EvaluateParams(_Strict):

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from augdag import mixing
 from augdag.log import logger
 from augdag.models import build_model, preprocess
 from augdag.params import Params
-from augdag.seeding import derive_seed
+from augdag.seeding import derive_seed, rng
 from augdag.storage import StageData, atomic_dir, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import classes
@@ -70,8 +71,11 @@ def run(p: Params, root: Path, **_) -> dict:
     for step in range(1, fp.steps + 1):
         model.train()
         idx = torch.multinomial(weights, fp.batch_size, replacement=True, generator=gen)
-        logits = model(preprocess(x[idx], fp.image_size))
-        loss = torch.sum(-y[idx] * torch.log_softmax(logits, dim=1), dim=1).mean()
+        xb, yb = preprocess(x[idx], fp.image_size), y[idx]
+        if fp.online_mix.enabled:
+            xb, yb = mixing.mix_batch(xb, yb, fp.online_mix, rng(p.seed, "finetune", "online_mix", step))
+        logits = model(xb)
+        loss = torch.sum(-yb * torch.log_softmax(logits, dim=1), dim=1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

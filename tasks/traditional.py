@@ -1,9 +1,7 @@
 """Traditional branch: flips, rotation, crops, affine, colour jitter, blur, noise, erasing.
 
 Each variant's op params are drawn from seed(global seed, 'traditional', parent id, k) and recorded,
-so the variant can be replayed exactly. Work is split in chunks that any mapper (a thread pool, a
-Prefect task runner) may run in any order; results are written in plan order, so the bytes do not
-depend on the number of workers.
+so the variant can be replayed exactly.
 """
 
 from __future__ import annotations
@@ -13,12 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 from augdag import ops
-from augdag.log import Progress, logger
 from augdag.params import Params
 from augdag.seeding import derive_seed
-from augdag.storage import StageData, StageWriter, atomic_dir, write_json
+from augdag.storage import StageData
 from augdag.tasks import out_dir
-from augdag.tasks.strategy import load_plan
+from augdag.tasks._branch import run_branch
 
 BRANCH = "traditional"
 
@@ -50,18 +47,4 @@ def _chunk(args):
 
 
 def run(p: Params, root: Path, mapper: Callable = map, chunk_size: int = 512, **_) -> dict:
-    plan = load_plan(root, BRANCH)
-    items = [(pid, k) for pid in plan["parents"] for k in range(plan["multiplier"])] if plan["enabled"] else []
-    chunks = [(p, root, items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
-    logger().info("traditional: %d variants in %d chunks", len(items), len(chunks))
-    progress = Progress(BRANCH, len(items))
-    with atomic_dir(out_dir(root, BRANCH)) as tmp:
-        w = StageWriter(tmp, p.ingest.shard_size)
-        for result in mapper(_chunk, chunks):
-            for img, fields in result:
-                w.add(img, **fields)
-            progress.update(len(result))
-        manifest = w.close()
-        summary = {"enabled": plan["enabled"], "samples": len(manifest)}
-        write_json(tmp / "summary.json", summary)
-    return summary
+    return run_branch(p, root, BRANCH, _chunk, mapper, chunk_size)

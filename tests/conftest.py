@@ -19,13 +19,14 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", "tasks", "augdag", "expectations", "
 
 SMALL = {
     "ingest": {"n_per_class": 2, "n_val_per_class": 1, "n_test_per_class": 3},
-    "finetune": {"steps": 3, "batch_size": 8, "image_size": 32, "eval_every": 2},
+    "strategy": {"mix": {"enabled": True, "multiplier": 1}},
+    "finetune": {"steps": 3, "batch_size": 7, "image_size": 32, "eval_every": 2, "online_mix": {"enabled": True}},
     "report": {"grid_samples": 4},
 }
 
 
-def run(cmd, cwd, check=True, **kw):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+def run(cmd, cwd, check=True, env=None, **kw):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and res.returncode != 0:
         raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")

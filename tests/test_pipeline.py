@@ -137,3 +137,15 @@ def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_projec
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     res = run(["dvc", "repro"], dvc_project)
     assert ran_stages(res.stdout) == {"traditional", "quality", "merge", "finetune", "evaluate", "report"}
+
+
+def test_dvc_metrics_plots_and_dag(dvc_project):
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dvc_project).stdout)
+    flat = json.dumps(metrics)
+    assert '"accuracy"' in flat and '"macro_f1"' in flat
+    dag = run(["dvc", "dag"], dvc_project).stdout
+    for stage in ("ingest", "traditional", "mix", "generative", "quality", "finetune", "report"):
+        assert stage in dag
+    run(["dvc", "plots", "show", "-o", "plots"], dvc_project)
+    page = (dvc_project / "plots" / "index.html").read_text()
+    assert "Fine-tuning curve" in page and "Confusion matrix" in page

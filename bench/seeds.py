@@ -1,0 +1,73 @@
+"""Test accuracy of the default low-resource fine-tune, per strategy, over several seeds.
+
+Runs the stage functions directly (no Prefect, no DVC: they do not change the numbers) in scratch
+folders under bench/out/. Prints a table of mean +- std and writes bench/out/seeds.json.
+
+    .venv/bin/python bench/seeds.py --seeds 0 1 2 3 4 --strategies none traditional
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from augdag.env import set_offline
+
+set_offline()
+
+from augdag.params import Params, deep_merge, parse_params  # noqa: E402
+from augdag.tasks import run_stage  # noqa: E402
+
+STRATEGIES = {
+    "none": {"strategy": {"traditional": {"enabled": False}}},
+    "traditional": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}}},
+    "traditional_x4": {"strategy": {"traditional": {"enabled": True, "multiplier": 4}}},
+}
+STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
+
+
+def run_one(out: Path, strategy: str, seed: int, extra: dict) -> dict:
+    params: Params = parse_params(deep_merge(deep_merge({"seed": seed}, STRATEGIES[strategy]), extra))
+    root = out / f"{strategy}-seed{seed}"
+    t0 = time.monotonic()
+    for stage in STAGES:
+        run_stage(stage, params, root)
+    metrics = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
+    return {"strategy": strategy, "seed": seed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--strategies", nargs="+", default=["none", "traditional"], choices=list(STRATEGIES))
+    ap.add_argument("--set", dest="extra", default="{}", help="JSON params merged into every run")
+    ap.add_argument("--out", default="bench/out")
+    args = ap.parse_args()
+    logging.getLogger("augdag").setLevel(logging.WARNING)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for strategy in args.strategies:
+        for seed in args.seeds:
+            r = run_one(out, strategy, seed, json.loads(args.extra))
+            print(f"{strategy:>15} seed {seed}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ({r['seconds']} s)",
+                  flush=True)
+            rows.append(r)
+    (out / "seeds.json").write_text(json.dumps(rows, indent=2))
+    print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) | per seed |")
+    print("|---|---|---|---|")
+    for strategy in args.strategies:
+        acc = [r["accuracy"] * 100 for r in rows if r["strategy"] == strategy]
+        f1 = [r["macro_f1"] * 100 for r in rows if r["strategy"] == strategy]
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+        print(f"| {strategy} | {statistics.mean(acc):.1f} ± {sd(acc):.1f} | {statistics.mean(f1):.1f} ± {sd(f1):.1f} | "
+              + ", ".join(f"{a:.1f}" for a in acc) + " |")
+
+
+if __name__ == "__main__":
+    main()
