@@ -22,10 +22,18 @@ set_offline()
 from augdag.params import Params, deep_merge, parse_params  # noqa: E402
 from augdag.tasks import run_stage  # noqa: E402
 
+NO_TRAD = {"traditional": {"enabled": False}}
 STRATEGIES = {
-    "none": {"strategy": {"traditional": {"enabled": False}}},
+    "none": {"strategy": NO_TRAD},
     "traditional": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}}},
     "traditional_x4": {"strategy": {"traditional": {"enabled": True, "multiplier": 4}}},
+    "mixup_offline": {"strategy": {**NO_TRAD, "mix": {"enabled": True, "multiplier": 1}}, "mix": {"mode": "mixup"}},
+    "cutmix_offline": {"strategy": {**NO_TRAD, "mix": {"enabled": True, "multiplier": 1}}, "mix": {"mode": "cutmix"}},
+    "mixup_online": {"strategy": NO_TRAD, "finetune": {"online_mix": {"enabled": True, "mode": "mixup"}}},
+    "cutmix_online": {"strategy": NO_TRAD, "finetune": {"online_mix": {"enabled": True, "mode": "cutmix"}}},
+    "generative": {"strategy": {**NO_TRAD, "generative": {"enabled": True, "multiplier": 1}}},
+    "all": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}, "mix": {"enabled": True, "multiplier": 1},
+                         "generative": {"enabled": True, "multiplier": 1}}},
 }
 STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
 
@@ -47,14 +55,22 @@ def main() -> None:
     ap.add_argument("--strategies", nargs="+", default=["none", "traditional"], choices=list(STRATEGIES))
     ap.add_argument("--set", dest="extra", default="{}", help="JSON params merged into every run")
     ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--resume", action="store_true", help="skip runs already in OUT/seeds.jsonl")
     args = ap.parse_args()
     logging.getLogger("augdag").setLevel(logging.WARNING)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    done = out / "seeds.jsonl"
+    if args.resume and done.exists():
+        rows = [json.loads(line) for line in done.read_text().splitlines() if line.strip()]
     for strategy in args.strategies:
         for seed in args.seeds:
+            if any(r["strategy"] == strategy and r["seed"] == seed for r in rows):
+                continue
             r = run_one(out, strategy, seed, json.loads(args.extra))
+            with done.open("a") as f:
+                f.write(json.dumps(r) + "\n")
             print(f"{strategy:>15} seed {seed}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ({r['seconds']} s)",
                   flush=True)
             rows.append(r)
@@ -62,8 +78,8 @@ def main() -> None:
     print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) | per seed |")
     print("|---|---|---|---|")
     for strategy in args.strategies:
-        acc = [r["accuracy"] * 100 for r in rows if r["strategy"] == strategy]
-        f1 = [r["macro_f1"] * 100 for r in rows if r["strategy"] == strategy]
+        acc = [r["accuracy"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
+        f1 = [r["macro_f1"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
         print(f"| {strategy} | {statistics.mean(acc):.1f} ± {sd(acc):.1f} | {statistics.mean(f1):.1f} ± {sd(f1):.1f} | "
               + ", ".join(f"{a:.1f}" for a in acc) + " |")
