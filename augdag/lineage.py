@@ -90,7 +90,15 @@ def replay(root: Path, sample_id: str, params=None) -> dict:
             _, fields = make_variant(params, parent_id, int(k), train, labels, len(r["soft_label"]), raw.image)
             result["params_redrawn_match"] = json.loads(fields["op_params"]) == r["op_params"] and \
                 fields["parent_ids"] == r["parent_ids"]
+    elif stage == "generative":
+        from augdag import generative
+
+        ckpt = out_dir(root, "generative") / "generator.safetensors"
+        if generative.file_hash(ckpt) != r["generator_hash"]:
+            raise LineageError(f"{ckpt}: checkpoint hash differs from the one {sample_id} was drawn with")
+        g = generative.load_generator(ckpt)
+        result["replayed_hash"] = content_hash(g.sample(int(r["label"]), int(r["op_params"]["latent_seed"])))
     else:
-        raise LineageError(f"replay of {stage} samples is not implemented yet")
+        raise LineageError(f"replay of {stage} samples is not implemented")
     result["match"] = result["replayed_hash"] == result["recorded_hash"]
     return result

@@ -12,6 +12,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from augdag.errors import ParamsError
+from augdag.generative import GeneratorConfig
 
 BRANCHES = ("traditional", "mix", "generative")
 SOURCES = ("raw",) + BRANCHES
@@ -157,7 +158,10 @@ class OnlineMixParams(_MixSettings):
 
 
 class GenerativeParams(_Strict):
-    """Filled by the generative-branch issue; until then the stage writes an empty, valid output."""
+    """A class-conditional generator trained on the train split (or loaded from `checkpoint`)."""
+
+    model: GeneratorConfig = GeneratorConfig()
+    checkpoint: str | None = Field(default=None, description="an augdag generator .safetensors to use instead of training")
 
 
 class QualityParams(_Strict):

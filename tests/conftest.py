@@ -19,7 +19,8 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", "tasks", "augdag", "expectations", "
 
 SMALL = {
     "ingest": {"n_per_class": 2, "n_val_per_class": 1, "n_test_per_class": 3},
-    "strategy": {"mix": {"enabled": True, "multiplier": 1}},
+    "strategy": {"mix": {"enabled": True, "multiplier": 1}, "generative": {"enabled": True, "multiplier": 1}},
+    "generative": {"model": {"steps": 5, "batch_size": 8, "width": 8, "latent_dim": 4}},
     "finetune": {"steps": 3, "batch_size": 7, "image_size": 32, "eval_every": 2, "online_mix": {"enabled": True}},
     "report": {"grid_samples": 4},
 }

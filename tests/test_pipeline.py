@@ -136,7 +136,10 @@ def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_projec
     params["traditional"]["ops"]["rotation"]["degrees"] = 30
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     res = run(["dvc", "repro"], dvc_project)
-    assert ran_stages(res.stdout) == {"traditional", "quality", "merge", "finetune", "evaluate", "report"}
+    ran = ran_stages(res.stdout)
+    # evaluate/report rerun only if the 3-step fine-tune happened to draw a changed sample
+    assert {"traditional", "quality", "merge", "finetune"} <= ran <= {
+        "traditional", "quality", "merge", "finetune", "evaluate", "report"}, res.stdout
 
 
 def test_dvc_metrics_plots_and_dag(dvc_project):
