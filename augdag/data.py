@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 class Pool:
     """All candidate images of one origin (e.g. Fashion-MNIST train), with labels and sources."""
 
-    images: np.ndarray | None  # N x H x W x C uint8, or None when loaded lazily from `paths`
+    images: np.ndarray  # N x H x W x C uint8
     labels: np.ndarray
     sources: list[str]
     ids: list[str]

@@ -123,12 +123,6 @@ class StageWriter:
             self._flush()
         return r
 
-    def add_row(self, **fields) -> dict:
-        """A row that points at an existing shard elsewhere (no image written)."""
-        r = row(**fields)
-        self.rows.append(r)
-        return r
-
     def _flush(self) -> None:
         if not self._pending:
             return
