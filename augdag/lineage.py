@@ -82,22 +82,31 @@ def replay(root: Path, sample_id: str, params=None) -> dict:
         a, b = (raw.image(find(root, pid)[1]) for pid in r["parent_ids"])
         result["replayed_hash"] = content_hash(mixing.apply(a, b, r["op_params"]))
         if params is not None:
-            from augdag.tasks.mix import make_variant
+            from augdag.tasks.mix import TrainIndex, make_variant
 
             train = raw.manifest[raw.manifest.split == "train"].reset_index(drop=True)
             parent_id, k = sample_id.rsplit("~mix", 1)
-            labels = train.label.to_numpy(dtype="int64")
-            _, fields = make_variant(params, parent_id, int(k), train, labels, len(r["soft_label"]), raw.image)
+            index = TrainIndex(params, train, len(r["soft_label"]))
+            _, fields = make_variant(params, parent_id, int(k), index, raw.image)
             result["params_redrawn_match"] = json.loads(fields["op_params"]) == r["op_params"] and \
                 fields["parent_ids"] == r["parent_ids"]
     elif stage == "generative":
         from augdag import generative
 
-        ckpt = out_dir(root, "generative") / "generator.safetensors"
-        if generative.file_hash(ckpt) != r["generator_hash"]:
-            raise LineageError(f"{ckpt}: checkpoint hash differs from the one {sample_id} was drawn with")
-        g = generative.load_generator(ckpt)
-        result["replayed_hash"] = content_hash(g.sample(int(r["label"]), int(r["op_params"]["latent_seed"])))
+        if r["op_params"].get("backend") == "diffusers":
+            from augdag.diffusion import load_diffusion
+
+            q = r["op_params"]
+            g = load_diffusion(q["model_path"], inference_steps=int(q["inference_steps"]))
+            if g.digest != r["generator_hash"]:
+                raise LineageError(f"{q['model_path']}: diffusion model hash differs from the one {sample_id} was drawn with")
+            result["replayed_hash"] = content_hash(g.sample(int(r["label"]), int(q["latent_seed"])))
+        else:
+            ckpt = out_dir(root, "generative") / "generator.safetensors"
+            if generative.file_hash(ckpt) != r["generator_hash"]:
+                raise LineageError(f"{ckpt}: checkpoint hash differs from the one {sample_id} was drawn with")
+            g = generative.load_generator(ckpt)
+            result["replayed_hash"] = content_hash(g.sample(int(r["label"]), int(r["op_params"]["latent_seed"])))
     else:
         raise LineageError(f"replay of {stage} samples is not implemented")
     result["match"] = result["replayed_hash"] == result["recorded_hash"]

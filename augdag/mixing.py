@@ -63,18 +63,42 @@ def soft_label(label_a: int, label_b: int, lam: float, n_classes: int) -> list[f
     return y.tolist()
 
 
+class PartnerPools:
+    """Candidate partners per sample, built once per train split (not once per mixed sample).
+
+    The pool of sample i is every index allowed by the pairing mode, in ascending order, without i;
+    the partner is pool[j] with j ~ U{0, len(pool) - 1} from the sample's own generator."""
+
+    def __init__(self, pairing: str, labels: np.ndarray):
+        if pairing not in ("any", "same_class", "cross_class"):
+            raise ValueError(f"unknown pairing {pairing!r}; known: any, same_class, cross_class")
+        self.pairing, self.labels = pairing, np.asarray(labels)
+        self._all = np.arange(len(self.labels))
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _full(self, label: int) -> np.ndarray:
+        if self.pairing == "any":
+            return self._all
+        if label not in self._cache:
+            same = self.labels == label
+            self._cache[label] = np.flatnonzero(same if self.pairing == "same_class" else ~same)
+        return self._cache[label]
+
+    def pick(self, index: int, rng: np.random.Generator) -> int:
+        full = self._full(int(self.labels[index]))
+        with_self = self.pairing != "cross_class"
+        n = len(full) - (1 if with_self else 0)
+        if n <= 0:
+            raise ValueError(f"no partner for pairing={self.pairing!r}")
+        j = int(rng.integers(0, n))
+        if with_self and j >= int(np.searchsorted(full, index)):
+            j += 1
+        return int(full[j])
+
+
 def pick_partner(pairing: str, index: int, labels: np.ndarray, rng: np.random.Generator) -> int:
-    """Index of the second parent for sample `index`, never itself."""
-    if pairing == "same_class":
-        pool = np.flatnonzero(labels == labels[index])
-    elif pairing == "cross_class":
-        pool = np.flatnonzero(labels != labels[index])
-    else:
-        pool = np.arange(len(labels))
-    pool = pool[pool != index]
-    if len(pool) == 0:
-        raise ValueError(f"no partner for pairing={pairing!r}")
-    return int(pool[rng.integers(0, len(pool))])
+    """Index of the second parent for sample `index`, never itself (one-off form of PartnerPools)."""
+    return PartnerPools(pairing, labels).pick(index, rng)
 
 
 def check_pairing(pairing: str, labels: np.ndarray, class_names: list[str]) -> None:

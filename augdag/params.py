@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from augdag.errors import ParamsError
 from augdag.generative import GeneratorConfig
@@ -157,18 +157,78 @@ class OnlineMixParams(_MixSettings):
     prob: float = Field(default=1.0, ge=0.0, le=1.0, description="probability that a sample of a batch is mixed")
 
 
-class GenerativeParams(_Strict):
-    """A class-conditional generator trained on the train split (or loaded from `checkpoint`)."""
+class DiffusersParams(_Strict):
+    """A local class-conditional diffusers model folder (unet/ + scheduler/), see augdag/diffusion.py."""
 
+    path: str | None = Field(default=None, description="the model folder; nothing is downloaded")
+    inference_steps: int = Field(default=50, ge=1, le=1000, description="DDIM steps per sample")
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="cpu, cuda, cuda:N or mps")
+
+
+class GenerativeParams(_Strict):
+    """A class-conditional generator trained on the train split (or loaded from `checkpoint`, or a
+    local diffusers model with backend: diffusers)."""
+
+    backend: Literal["vae", "diffusers"] = "vae"
     model: GeneratorConfig = GeneratorConfig()
     checkpoint: str | None = Field(default=None, description="an augdag generator .safetensors to use instead of training")
+    diffusers: DiffusersParams = DiffusersParams()
+
+    @model_validator(mode="after")
+    def _diffusers_needs_path(self):
+        if self.backend == "diffusers" and not self.diffusers.path:
+            raise ValueError("backend diffusers needs generative.diffusers.path (a local model folder)")
+        return self
+
+
+class BranchThresholds(_Strict):
+    """Minimum scores a sample of one branch must reach; null = that check is off for the branch."""
+
+    psnr: float | None = Field(default=None, ge=0.0, le=100.0, description="dB, against the (aligned) source")
+    ssim: float | None = Field(default=None, ge=-1.0, le=1.0, description="against the (aligned) source")
+    in_frame: float | None = Field(default=None, ge=0.0, le=1.0, description="share of the frame still showing the source")
+    label_prob: float | None = Field(default=None, ge=0.0, le=1.0, description="reference classifier's probability of the label")
+
+
+LABEL_PROB = 0.1
+
+
+class GateThresholds(_Strict):
+    traditional: BranchThresholds = BranchThresholds(psnr=30.0, ssim=0.85, label_prob=LABEL_PROB)
+    mix: BranchThresholds = BranchThresholds(label_prob=LABEL_PROB)
+    generative: BranchThresholds = BranchThresholds(label_prob=LABEL_PROB)
+
+
+Score = Literal["psnr", "ssim", "in_frame", "label_prob"]
+
+
+class OutlierParams(_Strict):
+    """Keep a sample when its score lies within `sigma` std of the mean of the last `window_size` scores."""
+
+    window_size: int = Field(default=100, ge=2, le=1_000_000)
+    sigma: float = Field(default=2.0, gt=0.0, le=1000.0)
+    score: dict[Literal["traditional", "mix", "generative"], Score | None] = Field(
+        default_factory=lambda: {"traditional": "ssim", "mix": "label_prob", "generative": "label_prob"},
+        description="the score each branch's filter watches; null turns the filter off for that branch")
+
+
+CheckMode = Literal["filter", "warn", "fail", "off"]
 
 
 class QualityParams(_Strict):
-    on_schema_failure: Literal["fail", "warn"] = "fail"
+    thresholds: GateThresholds = GateThresholds()
+    outlier: OutlierParams = OutlierParams()
+    modes: dict[str, CheckMode] = Field(
+        default_factory=dict,
+        description="check name (meta.name in expectations/*.json) -> filter | warn | fail | off; "
+                    "overrides the suite's own mode")
+    reference_image_size: int = Field(default=64, ge=16, le=1024, description="input size of the reference classifier")
 
 
 class MergeParams(_Strict):
+    class_balance: float = Field(default=2.0, ge=1.0, le=1000.0,
+                                 description="warn when a class's sampling mass is off 1/classes by more than this factor")
+    augmented_share: Range(0.0, 1.0) = Field(default=(0.0, 0.95), description="[min, max] share of augmented samples")
     weights: dict[Literal["raw", "traditional", "mix", "generative"], Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"raw": 1.0, "traditional": 1.0, "mix": 1.0, "generative": 1.0},
         description="probability mass of each source when the fine-tune samples a batch",
@@ -194,6 +254,7 @@ class FinetuneParams(_Strict):
 
 class EvaluateParams(_Strict):
     batch_size: int = Field(default=256, ge=1, le=65536)
+    min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0, description="warn when test accuracy is below this")
 
 
 class ReportParams(_Strict):

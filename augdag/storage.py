@@ -171,8 +171,8 @@ def _plain(v):
     return v
 
 
-def read_manifest(folder: str | Path) -> pd.DataFrame:
-    path = Path(folder) / MANIFEST
+def read_manifest(folder: str | Path, name: str = MANIFEST) -> pd.DataFrame:
+    path = Path(folder) / name
     if not path.exists():
         raise DataError(f"{path}: manifest not found (run the upstream stage first)")
     return _to_pandas(pq.read_table(path))

@@ -35,6 +35,22 @@ STRATEGIES = {
     "all": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}, "mix": {"enabled": True, "multiplier": 1},
                          "generative": {"enabled": True, "multiplier": 1}}},
 }
+TRAD = {"traditional": {"enabled": True, "multiplier": 1}}
+OFF = ("psnr", "ssim", "label_consistency", "outlier")
+
+
+def _gate(*on: str) -> dict:
+    """Traditional branch with only the named filter checks of the quality gate on."""
+    return {"strategy": TRAD, "quality": {"modes": {c: "off" for c in OFF if c not in on}}}
+
+
+STRATEGIES.update({
+    "traditional_nogate": _gate(),
+    "traditional_gate": _gate(*OFF),
+    "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),
+    "traditional_gate_label": _gate("label_consistency"),
+    "traditional_gate_outlier": _gate("outlier"),
+})
 STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
 
 
@@ -42,11 +58,17 @@ def run_one(out: Path, strategy: str, seed: int, extra: dict) -> dict:
     params: Params = parse_params(deep_merge(deep_merge({"seed": seed}, STRATEGIES[strategy]), extra))
     root = out / f"{strategy}-seed{seed}"
     t0 = time.monotonic()
+    stage_seconds = {}
     for stage in STAGES:
+        t = time.monotonic()
         run_stage(stage, params, root)
+        stage_seconds[stage] = round(time.monotonic() - t, 1)
     metrics = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
+    gate = json.loads((root / "data" / "quality" / "summary.json").read_text())
+    pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
+                 if v.get("in")}
     return {"strategy": strategy, "seed": seed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-            "seconds": round(time.monotonic() - t0, 1)}
+            "seconds": round(time.monotonic() - t0, 1), "stage_seconds": stage_seconds, "gate_pass_rate": pass_rate}
 
 
 def main() -> None:
@@ -75,14 +97,19 @@ def main() -> None:
                   flush=True)
             rows.append(r)
     (out / "seeds.json").write_text(json.dumps(rows, indent=2))
-    print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) | per seed |")
-    print("|---|---|---|---|")
+    base = {r["seed"]: r["accuracy"] * 100 for r in rows if r["strategy"] == "none"}
+    print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) | vs none, paired (seeds better) | per seed |")
+    print("|---|---|---|---|---|")
     for strategy in args.strategies:
         acc = [r["accuracy"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
         f1 = [r["macro_f1"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+        seeds = [r["seed"] for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
+        diffs = [a - base[s] for a, s in zip(acc, seeds) if s in base]
+        paired = (f"{statistics.mean(diffs):+.1f} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
+                  if diffs and strategy != "none" else "")
         print(f"| {strategy} | {statistics.mean(acc):.1f} ± {sd(acc):.1f} | {statistics.mean(f1):.1f} ± {sd(f1):.1f} | "
-              + ", ".join(f"{a:.1f}" for a in acc) + " |")
+              f"{paired} | " + ", ".join(f"{a:.1f}" for a in acc) + " |")
 
 
 if __name__ == "__main__":

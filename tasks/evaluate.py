@@ -9,13 +9,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from augdag import gx
 from augdag.errors import ModelError
+from augdag.log import logger
 from augdag.models import build_model
 from augdag.params import Params
 from augdag.storage import StageData, atomic_dir, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.finetune import predict
-from augdag.tasks.ingest import classes
+from augdag.tasks.ingest import EXPECTATIONS, classes
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -33,6 +35,20 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
         "per_class_accuracy": recall.tolist(),
         "confusion": cm.tolist(),
     }
+
+
+def check_metrics(metrics: dict, n_classes: int, min_accuracy: float, results_path: Path) -> None:
+    """expectations/metrics.json on one row per class; a fail-mode check stops the run, a warn one logs."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"class": list(metrics["per_class_accuracy"]),
+                          "per_class_accuracy": list(metrics["per_class_accuracy"].values())})
+    frame = frame.assign(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], n_test=metrics["n_test"])
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    result = gx.gate_frame(frame, EXPECTATIONS / "metrics.json", {"n_classes": n_classes, "min_accuracy": min_accuracy},
+                           id_column="class", results_path=results_path)
+    for w in result.warnings:
+        logger().warning("evaluate: %s", w.line())
 
 
 def run(p: Params, root: Path, **_) -> dict:
@@ -53,6 +69,7 @@ def run(p: Params, root: Path, **_) -> dict:
     metrics = {"accuracy": round(s["accuracy"], 6), "macro_f1": round(s["macro_f1"], 6), "n_test": int(len(test)),
                "per_class_accuracy": {c: round(a, 6) for c, a in zip(cls, s["per_class_accuracy"])}}
     summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n_test"]}
+    check_metrics(metrics, len(cls), p.evaluate.min_accuracy, out_dir(root, "validation") / "evaluate" / "metrics.json")
     with atomic_dir(out_dir(root, "evaluate")) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "summary.json", summary)

@@ -70,7 +70,19 @@ def run(p: Params, root: Path, **_) -> dict:
             train = raw.manifest[raw.manifest.split == "train"]
             images, labels = raw.images(train), train.label.to_numpy(dtype=np.int64)
             n_classes = len(classes(root))
-            if gp.checkpoint:
+            extra: dict = {}
+            if gp.backend == "diffusers":
+                from augdag.diffusion import load_diffusion
+
+                generator = load_diffusion(gp.diffusers.path, inference_steps=gp.diffusers.inference_steps,
+                                           device=gp.diffusers.device)
+                if generator.n_classes != n_classes or generator.image_shape != images.shape[1:]:
+                    raise ModelError(f"{gp.diffusers.path}: diffusion model makes {generator.image_shape} images of "
+                                     f"{generator.n_classes} classes; the dataset has {images.shape[1:]} and {n_classes}")
+                digest = generator.digest
+                extra = {"backend": "diffusers", "model_path": str(Path(gp.diffusers.path).resolve()),
+                         "inference_steps": gp.diffusers.inference_steps}
+            elif gp.checkpoint:
                 generator = gen.load_generator(gp.checkpoint)
                 if generator.n_classes != n_classes or generator.image_shape != images.shape[1:]:
                     raise ModelError(f"{gp.checkpoint}: generator makes {generator.image_shape} images of "
@@ -95,7 +107,7 @@ def run(p: Params, root: Path, **_) -> dict:
                 seeds = [derive_seed(p.seed, BRANCH, c, i) for c, i in batch]
                 for (c, i), s, img in zip(batch, seeds, generator.sample_batch([c for c, _ in batch], seeds)):
                     w.add(img, sample_id=sample_id(c, i), split="train", branch=BRANCH, label=c, parent_ids=[],
-                          source=f"generator:{digest[:16]}", op_params=json.dumps({"latent_seed": s, "label": c}),
+                          source=f"generator:{digest[:16]}", op_params=json.dumps({"latent_seed": s, "label": c, **extra}),
                           seed=s, generator_hash=digest)
             manifest = w.close()
             gen_data = StageData(tmp)

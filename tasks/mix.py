@@ -29,27 +29,38 @@ def _train(root: Path):
     return raw, train
 
 
-def make_variant(p: Params, parent_id: str, k: int, train, labels: np.ndarray, n_classes: int, image_of) -> tuple:
+class TrainIndex:
+    """The train split once per chunk: row of each id and the partner pools (no per-sample scans)."""
+
+    def __init__(self, p: Params, train, n_classes: int):
+        self.train, self.n_classes = train, n_classes
+        self.labels = train.label.to_numpy(dtype=np.int64)
+        self.row = {sid: i for i, sid in enumerate(train.sample_id)}
+        self.pools = mixing.PartnerPools(p.mix.pairing, self.labels)
+
+
+def make_variant(p: Params, parent_id: str, k: int, index: TrainIndex, image_of) -> tuple:
     """(image, fields) of variant k of one parent: the replayable unit."""
-    index = int(np.flatnonzero(train.sample_id.to_numpy() == parent_id)[0])
+    train, labels = index.train, index.labels
+    i = index.row[parent_id]
     sample_seed = derive_seed(p.seed, BRANCH, parent_id, k)
     g = np.random.Generator(np.random.PCG64(sample_seed))
-    partner = mixing.pick_partner(p.mix.pairing, index, labels, g)
-    a, b = image_of(train.iloc[index]), image_of(train.iloc[partner])
+    partner = index.pools.pick(i, g)
+    a, b = image_of(train.iloc[i]), image_of(train.iloc[partner])
     params = mixing.draw(p.mix, g, *a.shape[:2])
-    la, lb = int(labels[index]), int(labels[partner])
+    la, lb = int(labels[i]), int(labels[partner])
     return mixing.apply(a, b, params), dict(
         sample_id=f"{parent_id}~mix{k}", split="train", branch=BRANCH, label=la if params["lam"] >= 0.5 else lb,
-        soft_label=mixing.soft_label(la, lb, params["lam"], n_classes), parent_ids=[parent_id, train.sample_id.iloc[partner]],
-        source=train.source.iloc[index], op_params=json.dumps(params), seed=sample_seed)
+        soft_label=mixing.soft_label(la, lb, params["lam"], index.n_classes),
+        parent_ids=[parent_id, train.sample_id.iloc[partner]],
+        source=train.source.iloc[i], op_params=json.dumps(params), seed=sample_seed)
 
 
 def _chunk(args):
     p, root, items = args
     raw, train = _train(root)
-    labels = train.label.to_numpy(dtype=np.int64)
-    n_classes = len(classes(root))
-    return [make_variant(p, parent_id, k, train, labels, n_classes, raw.image) for parent_id, k in items]
+    index = TrainIndex(p, train, len(classes(root)))
+    return [make_variant(p, parent_id, k, index, raw.image) for parent_id, k in items]
 
 
 def _check(p: Params, root: Path) -> None:

@@ -56,15 +56,89 @@ def _curve_svg(rows: list[dict]) -> str:
     return "".join(parts) + "</svg>"
 
 
-def _grid(data: StageData, rows, n: int, with_params: bool = False) -> str:
+def _grid(data: StageData, rows, n: int, with_params: bool = False, reason: bool = False) -> str:
     figs = []
     for _, r in rows.head(n).iterrows():
         cap = html.escape(r.sample_id)
         if with_params:
-            ops = ", ".join(o["op"] for o in json.loads(r.op_params or "{}").get("ops", [])) or "identity"
+            q = json.loads(r.op_params or "{}")
+            ops = ", ".join(o["op"] for o in q.get("ops", [])) or q.get("op") or ("latent" if "latent_seed" in q else "identity")
             cap += f"<br>{html.escape(ops)}"
+        if reason:
+            cap += f"<br><b>{html.escape(r.reason)}</b>"
         figs.append(f'<figure><img src="{_png(data.image(r))}" alt="{html.escape(r.sample_id)}"><figcaption>{cap}</figcaption></figure>')
     return f'<div class="grid">{"".join(figs)}</div>' if figs else '<p class="missing">no samples</p>'
+
+
+SCORE_NAMES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
+
+
+def _hist_svg(kept: list[float], rejected: list[float], title: str, bins: int = 20) -> str:
+    """Stacked histogram (kept blue, rejected red) of one score, inline SVG."""
+    vals = kept + rejected
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    if hi == lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    hk = np.histogram(kept, edges)[0]
+    hr = np.histogram(rejected, edges)[0]
+    top = max(int((hk + hr).max()), 1)
+    w, h, pad = 260, 120, 22
+    bw = (w - 2 * pad) / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{pad}" y="12" font-size="11">{html.escape(title)} (n={len(vals)})</text>']
+    for i in range(bins):
+        x = pad + i * bw
+        yk = (h - 2 * pad) * hk[i] / top
+        yr = (h - 2 * pad) * hr[i] / top
+        parts.append(f'<rect x="{x:.1f}" y="{h - pad - yk:.1f}" width="{bw - 1:.1f}" height="{yk:.1f}" fill="#1f77b4"/>')
+        parts.append(f'<rect x="{x:.1f}" y="{h - pad - yk - yr:.1f}" width="{bw - 1:.1f}" height="{yr:.1f}" fill="#d62728"/>')
+    parts.append(f'<text x="{pad}" y="{h - 6}" font-size="10">{lo:.3g}</text>'
+                 f'<text x="{w - pad}" y="{h - 6}" font-size="10" text-anchor="end">{hi:.3g}</text></svg>')
+    return "".join(parts)
+
+
+def _quality(root: Path, n: int) -> list[str]:
+    """Gate section: pass rate per branch and check, score histograms, kept and rejected grids."""
+    folder = out_dir(root, "quality")
+    summary = _json(folder / "summary.json")
+    if summary is None or not (folder / "manifest.parquet").exists():
+        return ['<h2>Quality gate</h2><p class="missing">missing: run the quality stage</p>']
+    from augdag.storage import read_manifest
+
+    kept = read_manifest(folder)
+    rej_path = folder / "rejected.parquet"
+    rejected = read_manifest(folder, rej_path.name) if rej_path.exists() else None
+    out = ['<h2>Quality gate</h2><table><tr><th>branch</th><th>in</th><th>kept</th><th>rejected</th><th>pass rate</th>'
+           '<th>rejected by check (filter mode)</th><th>mean scores</th></tr>']
+    for branch, s in summary.items():
+        rate = "–" if s.get("pass_rate") is None else f"{s['pass_rate']:.3f}"
+        by = ", ".join(f"{k}: {v}" for k, v in (s.get("rejected_by") or {}).items()) or "–"
+        means = ", ".join(f"{k} {v}" for k, v in (s.get("mean_scores") or {}).items()) or "–"
+        out.append(f"<tr><th>{html.escape(branch)}</th><td>{s['in']}</td><td>{s['kept']}</td><td>{s['rejected']}</td>"
+                   f"<td>{rate}</td><td style='text-align:left'>{html.escape(by)}</td>"
+                   f"<td style='text-align:left'>{html.escape(means)}</td></tr>")
+    out.append("</table><p>Histograms: kept in blue, rejected in red.</p>")
+    for branch in summary:
+        bk = kept[kept.branch == branch]
+        br = rejected[rejected.branch == branch] if rejected is not None else kept.iloc[0:0]
+        if not len(bk) + len(br):
+            continue
+        sk = [json.loads(x or "{}") for x in bk.scores]
+        sr = [json.loads(x or "{}") for x in br.scores]
+        svgs = [_hist_svg([d[k] for d in sk if k in d], [d[k] for d in sr if k in d], k) for k in SCORE_NAMES]
+        out.append(f"<h3>{html.escape(branch)}: scores</h3><div>{''.join(x for x in svgs if x)}</div>")
+        data = StageData(out_dir(root, branch))
+        by_id = data.manifest.set_index("sample_id", drop=False)
+        out.append(f"<h4>{html.escape(branch)}: kept</h4>" + _grid(data, by_id.loc[bk.sample_id.head(n)], n, True))
+        if len(br):
+            rows = by_id.loc[br.sample_id.head(n)].assign(reason=list(br.gate_reason.head(n)))
+            out.append(f"<h4>{html.escape(branch)}: rejected</h4>" + _grid(data, rows, n, True, reason=True))
+        else:
+            out.append(f"<h4>{html.escape(branch)}: rejected</h4><p>none</p>")
+    return out
 
 
 def render(p: Params, root: Path) -> str:
@@ -96,6 +170,7 @@ def render(p: Params, root: Path) -> str:
     out.append("<h2>Training curve</h2>")
     out.append(_curve_svg(list(csv.DictReader(curve_path.open())) if curve_path.exists() else []))
 
+    out.extend(_quality(root, p.report.grid_samples))
     out.append("<h2>Samples</h2>")
     n = p.report.grid_samples
     for stage, title, params in (("ingest", "raw train", False), ("traditional", "traditional branch", True),

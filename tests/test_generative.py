@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from augdag import lineage
-from augdag.errors import DataError, ModelError, ParamsError
+from augdag.errors import DataError, LineageError, ModelError, ParamsError
 from augdag.generative import (
     META_KEY,
     DCGANGenerator,
@@ -292,3 +292,40 @@ def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
     with pytest.raises(ModelError, match="16, 16, 1"):
         run_stage("generative", wrong, tmp_path)
     assert len(read_manifest(tmp_path / "data" / "generative")) == 40, "the earlier output must stay"
+
+
+def test_diffusers_backend_in_the_stage_with_replay(tmp_path):
+    """The generative stage on a tiny random class-conditional diffusers model: lineage pins the
+    model folder's digest, replay regenerates the bytes, and a changed model is detected."""
+    from augdag.diffusion import build_tiny, folder_digest
+
+    model = build_tiny(tmp_path / "ddim", channels=1, size=28, n_classes=10, seed=3)
+    p = parse_params({
+        "ingest": {"n_per_class": 1, "n_val_per_class": 2, "n_test_per_class": 1},
+        "strategy": {"traditional": {"enabled": False}, "generative": {"enabled": True, "multiplier": 1}},
+        "generative": {"backend": "diffusers", "diffusers": {"path": str(model), "inference_steps": 2}},
+    })
+    proj = tmp_path / "proj"
+    for stage in ["ingest", "strategy", "generative"]:
+        run_stage(stage, p, proj)
+    m = read_manifest(proj / "data" / "generative")
+    assert len(m) == 10 and sorted(m.label) == list(range(10))
+    assert set(m.generator_hash) == {folder_digest(model)}
+    q = json.loads(m.op_params.iloc[0])
+    assert q["backend"] == "diffusers" and q["inference_steps"] == 2
+    assert all(lineage.replay(proj, sid)["match"] for sid in m.sample_id[:2])
+    # the model changes after the run: replay refuses instead of producing other bytes
+    weights = next((model / "unet").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(LineageError, match="hash differs"):
+        lineage.replay(proj, m.sample_id.iloc[0])
+    # a diffusers model for another image shape is refused, the earlier output stays
+    other = build_tiny(tmp_path / "ddim16", channels=1, size=16, n_classes=10)
+    bad = parse_params({**p.model_dump(), "generative": {"backend": "diffusers", "diffusers": {"path": str(other)}}})
+    with pytest.raises(ModelError, match="16, 16, 1"):
+        run_stage("generative", bad, proj)
+    assert len(read_manifest(proj / "data" / "generative")) == 10
+    with pytest.raises(ParamsError, match="generative.diffusers.path"):
+        parse_params({"generative": {"backend": "diffusers"}})

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from augdag import gx as agx
-from augdag.errors import DataError, ExpectationFailed
+from augdag.errors import DataError, ExpectationFailed, ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "expectations"
@@ -237,24 +237,58 @@ def test_class_count_over_max_fails():
 # --- branch and merged ------------------------------------------------------------------------
 
 
+BRANCH_PARAMS = {"label_set": LABELS, "psnr_min": 20.0, "ssim_min": 0.5, "in_frame_min": 0.5,
+                 "label_prob_min": 0.2, "sigma": 3.0, "sigma_low": -3.0}
+
+
+def branch_frame(n: int = 30) -> pd.DataFrame:
+    """A branch manifest with the quality gate's score and derived columns."""
+    return manifest(n, branch="mix", split="train").assign(
+        psnr=30.0, ssim=0.9, in_frame=1.0, label_prob=0.9, outlier_z=0.0, soft_label_sum=1.0,
+        parents_in_raw=True)
+
+
 def test_branch_manifest():
-    df = manifest(branch="mix", split="train")
-    assert agx.validate_frame(df, BRANCH, {"label_set": LABELS}).success
+    df = branch_frame()
+    assert agx.validate_frame(df, BRANCH, BRANCH_PARAMS).success
     df.loc[4, "seed"] = -1
     df.loc[6, "split"] = "val"
     df.loc[8, "branch"] = "raw"
-    report = agx.validate_frame(df, BRANCH, {"label_set": LABELS})
+    report = agx.validate_frame(df, BRANCH, BRANCH_PARAMS)
     by_column = {f.column: f.sample_ids for f in report.failures}
     assert by_column == {"seed": ["mix-00004"], "split": ["mix-00006"], "branch": ["mix-00008"]}
+
+
+def test_gate_on_the_branch_suite():
+    df = branch_frame()
+    df.loc[2, "psnr"] = 12.0
+    df.loc[5, "outlier_z"] = 4.0
+    df.loc[5, "label_prob"] = 0.1
+    df.loc[7, "label_prob"] = None  # no score: not a failure
+    result = agx.gate_frame(df, BRANCH, BRANCH_PARAMS)
+    assert result.rejected.sample_id.tolist() == ["mix-00002", "mix-00005"]
+    assert result.rejected.gate_reason.tolist() == ["psnr", "label_consistency; outlier"]
+    assert len(result.kept) == 28 and "mix-00007" in set(result.kept.sample_id)
+    assert result.checks["psnr_range"]["mode"] == "fail" and result.checks["psnr_range"]["success"]
+    # The suite's fail-mode range check stops the run; overridden to warn it does not.
+    df.loc[9, "psnr"] = 150.0
+    with pytest.raises(ExpectationFailed, match=r"psnr_range: .*\[column psnr\].*mix-00009"):
+        agx.gate_frame(df, BRANCH, BRANCH_PARAMS)
+    result = agx.gate_frame(df, BRANCH, BRANCH_PARAMS, modes={"psnr_range": "warn"})
+    assert [w.check for w in result.warnings] == ["psnr_range"]
 
 
 def test_merged_manifest():
     df = pd.concat([manifest(10, "raw", "train"), manifest(10, "traditional", "train")])
     df = df.reset_index(drop=True)
-    df["weight"] = 1.0
-    assert agx.validate_frame(df, MERGED, {"label_set": LABELS}).success
+    df["weight"] = 1.0 / len(df)
+    df["augmented"] = (df.branch != "raw").astype(int)
+    df["soft_label_sum"] = 1.0
+    params = {"label_set": LABELS, "augmented_min": 0.1, "augmented_max": 0.9}
+    assert agx.validate_frame(df, MERGED, params).success
+    df.loc[13, "weight"] += df.loc[12, "weight"]  # the weights still sum to one
     df.loc[12, "weight"] = 0.0
-    report = agx.validate_frame(df, MERGED, {"label_set": LABELS})
+    report = agx.validate_frame(df, MERGED, params)
     [failure] = report.failures
     assert failure.column == "weight"
     assert failure.sample_ids == ["traditional-00002"]
@@ -303,3 +337,355 @@ def test_broken_suite_is_a_data_error(tmp_path):
         agx.load_suite(bad)
     with pytest.raises(DataError, match="does not exist"):
         agx.load_suite(tmp_path / "missing.json")
+
+
+# --- gate_frame: a name and a mode per check -----------------------------------------------------
+
+PARAMS = {"psnr_min": 20.0}
+
+
+def write_suite(folder: Path, expectations: list[dict], name: str = "scores") -> Path:
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "expectations": expectations}))
+    return path
+
+
+def score_suite(folder: Path) -> Path:
+    return write_suite(folder, [
+        {"type": "expect_column_to_exist", "kwargs": {"column": "psnr"}},
+        {"type": "expect_column_values_to_be_between",
+         "kwargs": {"column": "psnr", "min_value": {"$PARAMETER": "psnr_min"}},
+         "meta": {"name": "psnr", "mode": "filter"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "ssim", "min_value": 0.5},
+         "meta": {"name": "ssim", "mode": "filter"}},
+        {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "psnr", "min_value": 20},
+         "meta": {"name": "mean_psnr", "mode": "warn"}},
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+    ])
+
+
+def scores(n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame({
+        "sample_id": [f"s-{i:05d}" for i in range(n)],
+        "psnr": [30.0] * n,
+        "ssim": [0.9] * n,
+    })
+
+
+def test_gate_modes_come_from_suite_meta_and_overrides(tmp_path):
+    suite = score_suite(tmp_path)
+    result = agx.gate_frame(scores(), suite, PARAMS)
+    assert {name: c["mode"] for name, c in result.checks.items()} == {
+        "expect_column_to_exist:psnr": "fail",  # no meta: type:column, mode fail
+        "psnr": "filter",
+        "ssim": "filter",
+        "mean_psnr": "warn",
+        "expect_table_row_count_to_be_between": "fail",  # no column: the type alone
+    }
+    assert all(c["success"] for c in result.checks.values())
+    assert result.checks["psnr"]["unexpected_count"] == 0 and result.checks["psnr"]["element_count"] == 10
+    assert result.checks["mean_psnr"]["unexpected_count"] is None  # aggregate: no row counts
+    json.dumps(result.checks)  # JSON-able
+    assert len(result.kept) == 10 and result.rejected.empty and result.warnings == []
+    assert "gate_reason" in result.rejected.columns
+
+    df = scores()
+    df.loc[[1, 2], "psnr"] = 5.0
+    df.loc[3, "ssim"] = 0.1
+    result = agx.gate_frame(df, suite, PARAMS, modes={"psnr": "warn", "ssim": "off", "mean_psnr": "fail"})
+    assert result.checks["psnr"]["mode"] == "warn" and result.checks["psnr"]["success"] is False
+    assert result.checks["ssim"] == {"mode": "off", "success": None, "unexpected_count": None, "element_count": None}
+    assert result.checks["mean_psnr"]["mode"] == "fail" and result.checks["mean_psnr"]["success"] is True
+    assert len(result.kept) == 10 and result.rejected.empty  # warn and off keep every row
+    [warning] = result.warnings
+    assert warning.check == "psnr" and warning.sample_ids == ["s-00001", "s-00002"]
+    assert warning.line().startswith("psnr: expect_column_values_to_be_between [column psnr]")
+
+
+def test_filter_drops_exactly_the_offending_rows(tmp_path):
+    suite = score_suite(tmp_path)
+    n = 80
+    df = scores(n)
+    df.index = range(1000, 1000 - n, -1)  # any index: rows are told by position
+    bad_psnr = set(range(0, n, 2))  # 40 rows, more than MAX_SAMPLE_IDS
+    bad_ssim = set(range(0, n, 3))  # 27 rows
+    assert len(bad_psnr) > agx.MAX_SAMPLE_IDS and len(bad_ssim) > agx.MAX_SAMPLE_IDS
+    df.iloc[sorted(bad_psnr), df.columns.get_loc("psnr")] = 10.0
+    df.iloc[sorted(bad_ssim), df.columns.get_loc("ssim")] = 0.2
+    result = agx.gate_frame(df, suite, PARAMS)
+
+    bad = bad_psnr | bad_ssim
+    ids = df.sample_id.tolist()
+    assert result.rejected.sample_id.tolist() == [ids[i] for i in sorted(bad)]  # original order
+    assert result.kept.sample_id.tolist() == [ids[i] for i in range(n) if i not in bad]
+    assert list(result.kept.index) == list(range(len(result.kept)))  # index reset
+    assert list(result.rejected.index) == list(range(len(result.rejected)))
+    assert list(result.kept.columns) == list(df.columns)
+    reasons = dict(zip(result.rejected.sample_id, result.rejected.gate_reason))
+    for i in bad:
+        expected = [name for name, rows in (("psnr", bad_psnr), ("ssim", bad_ssim)) if i in rows]
+        assert reasons[ids[i]] == "; ".join(expected)  # every failed filter check, suite order
+    assert reasons[ids[0]] == "psnr; ssim"
+    assert result.checks["psnr"]["unexpected_count"] == 40 and result.checks["psnr"]["success"] is False
+    assert result.checks["ssim"]["unexpected_count"] == 27
+    # The failed filter checks are in GE's report, not in warnings; the row mean is still fine.
+    assert result.warnings == []
+    assert result.report.success is False
+    assert {f.check for f in result.report.failures} == {"psnr", "ssim"}
+
+
+def test_filter_with_duplicate_and_null_ids(tmp_path):
+    suite = score_suite(tmp_path)
+    df = pd.DataFrame({
+        "sample_id": ["a", "b", "b", "c", None, None],
+        "psnr": [30.0, 30.0, 5.0, 30.0, 6.0, 30.0],
+        "ssim": [0.9] * 6,
+    })
+    result = agx.gate_frame(df, suite, PARAMS)
+    # Only the second "b" and the first null-id row are bad; their twins stay.
+    assert result.rejected.psnr.tolist() == [5.0, 6.0]
+    assert result.rejected.sample_id.tolist()[0] == "b"
+    assert result.rejected.sample_id.isna().tolist() == [False, True]
+    assert result.kept.psnr.tolist() == [30.0] * 4
+    assert result.kept.sample_id.tolist()[:3] == ["a", "b", "c"]
+    assert result.kept.sample_id.isna().tolist() == [False, False, False, True]
+
+
+def test_unexpected_positions_fall_back_to_unique_ids():
+    frame = pd.DataFrame({"sample_id": ["a", "b", "c"], "x": [1, 2, 3]})
+    rows = [{"sample_id": "c", "x": 3}, {"sample_id": "a", "x": 1}]
+    res = {"unexpected_index_list": rows, "unexpected_count": 2}
+    assert agx._unexpected_positions(res, frame, ["sample_id"]) == [0, 2]
+    # A query that disagrees with the ids is not trusted; the ids are.
+    res_query = {**res, "unexpected_index_query": "df.filter(items=[1, 2], axis=0)"}
+    assert agx._unexpected_positions(res_query, frame, ["sample_id"]) == [0, 2]
+    # Duplicate ids and no usable query: the rows cannot be told apart.
+    twins = pd.DataFrame({"sample_id": ["a", "a"], "x": [1, 3]})
+    assert agx._unexpected_positions({"unexpected_index_list": [{"sample_id": "a", "x": 3}]}, twins,
+                                     ["sample_id"]) is None
+    assert agx._unexpected_positions({"unexpected_index_list": [{"sample_id": "a", "x": 3}],
+                                      "unexpected_index_query": "df.filter(items=[1], axis=0)"},
+                                     twins, ["sample_id"]) == [1]
+    # Without id columns GE gives the index labels (= positions) directly.
+    assert agx._unexpected_positions({"unexpected_index_list": [2, 0]}, frame, []) == [0, 2]
+    assert agx._unexpected_positions({"unexpected_index_list": [7]}, frame, []) is None
+
+
+def test_null_scores_are_not_failures(tmp_path):
+    suite = score_suite(tmp_path)
+    df = scores(6)
+    df.loc[2, "psnr"] = None
+    df.loc[4, "ssim"] = float("nan")
+    df.loc[5, "psnr"] = 1.0
+    result = agx.gate_frame(df, suite, PARAMS)
+    assert result.rejected.sample_id.tolist() == ["s-00005"]
+    assert "s-00002" in result.kept.sample_id.tolist() and "s-00004" in result.kept.sample_id.tolist()
+    assert result.checks["ssim"]["success"] is True
+    assert result.checks["psnr"]["unexpected_count"] == 1
+    # A check about nulls does count them, and can filter them.
+    nulls = write_suite(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "psnr"},
+                                    "meta": {"mode": "filter"}}], name="nulls")
+    result = agx.gate_frame(df, nulls)
+    assert result.rejected.sample_id.tolist() == ["s-00002"]
+    assert result.rejected.gate_reason.tolist() == ["expect_column_values_to_not_be_null:psnr"]
+
+
+def test_warn_keeps_rows_and_returns_warnings(tmp_path):
+    suite = score_suite(tmp_path)
+    df = scores(30)
+    df["psnr"] = 21.0
+    df.loc[0, "psnr"] = 0.0  # mean 20.3: fine; one row below psnr_min: filtered
+    result = agx.gate_frame(df, suite, PARAMS)
+    assert result.warnings == [] and len(result.rejected) == 1
+    df.loc[1, "psnr"] = 0.0  # mean 19.6 < 20
+    result = agx.gate_frame(df, suite, PARAMS, modes={"psnr": "warn"})
+    assert len(result.kept) == 30 and result.rejected.empty
+    by_check = {w.check: w for w in result.warnings}
+    assert set(by_check) == {"mean_psnr", "psnr"}
+    assert by_check["mean_psnr"].expectation == "expect_column_mean_to_be_between"
+    assert "observed 19.6" in by_check["mean_psnr"].detail
+    assert by_check["psnr"].sample_ids == ["s-00000", "s-00001"]
+    assert result.checks["mean_psnr"] == {"mode": "warn", "success": False, "unexpected_count": None,
+                                          "element_count": None}
+
+
+def test_fail_raises_with_names_and_ids_and_writes_results(tmp_path):
+    suite = score_suite(tmp_path)
+    out = tmp_path / "results" / "scores.json"
+    df = scores(30)
+    df.loc[:24, "ssim"] = 0.0  # 25 rows, more than MAX_SAMPLE_IDS
+    with pytest.raises(ExpectationFailed) as excinfo:
+        agx.gate_frame(df, suite, PARAMS, modes={"ssim": "fail"}, results_path=out)
+    message = str(excinfo.value)
+    first, *rest = message.splitlines()
+    assert "'scores'" in first and str(suite) in first and "1 check(s)" in first
+    [line] = [ln for ln in rest if "ssim" in ln]
+    assert line.strip().startswith("- ssim: expect_column_values_to_be_between [column ssim]: 25 of 30 rows")
+    listed = line.split("; ids: ")[1].split(", ")
+    assert listed == [f"s-{i:05d}" for i in range(agx.MAX_SAMPLE_IDS)]
+    assert "s-00024" not in message
+    assert str(out) in message
+    data = json.loads(out.read_text())  # written before raising
+    assert data["success"] is False and data["suite_name"] == "scores"
+    [failed] = [r for r in data["results"] if not r["success"]]
+    assert failed["expectation_config"]["meta"] == {"name": "ssim", "mode": "fail"}
+    assert len(failed["result"]["unexpected_index_list"]) == 25
+
+    # Only fail-mode checks raise: the same frame in the suite's own modes is filtered.
+    result = agx.gate_frame(df, suite, PARAMS, results_path=out)
+    assert len(result.rejected) == 25
+    assert json.loads(out.read_text())["results"][0]["expectation_config"]["meta"]["name"]
+
+
+def test_filter_check_on_a_missing_column_fails(tmp_path):
+    suite = score_suite(tmp_path)
+    with pytest.raises(ExpectationFailed) as excinfo:
+        agx.gate_frame(scores().drop(columns=["ssim"]), suite, PARAMS)
+    message = str(excinfo.value)
+    assert "ssim: expect_column_values_to_be_between" in message
+    assert "cannot be identified" in message
+
+
+def test_filter_on_an_aggregate_expectation_is_refused(tmp_path):
+    suite = score_suite(tmp_path)
+    with pytest.raises(ParamsError) as excinfo:
+        agx.gate_frame(scores(), suite, PARAMS, modes={"mean_psnr": "filter"})
+    message = str(excinfo.value)
+    assert str(suite) in message and "mean_psnr" in message and "aggregate" in message
+    with pytest.raises(ParamsError, match="aggregate"):
+        agx.gate_frame(scores(), suite, PARAMS, modes={"expect_table_row_count_to_be_between": "filter"})
+    in_suite = write_suite(tmp_path, [{"type": "expect_column_max_to_be_between",
+                                       "kwargs": {"column": "psnr", "max_value": 50},
+                                       "meta": {"name": "max", "mode": "filter"}}], name="agg")
+    with pytest.raises(DataError, match="'max'.*aggregate"):
+        agx.gate_frame(scores(), in_suite)
+
+
+def test_unknown_check_names_and_modes_are_params_errors(tmp_path):
+    suite = score_suite(tmp_path)
+    with pytest.raises(ParamsError) as excinfo:
+        agx.gate_frame(scores(), suite, PARAMS, modes={"psnrr": "warn"})
+    message = str(excinfo.value)
+    assert str(suite) in message and "'psnrr'" in message
+    assert "psnr, ssim, mean_psnr" in message  # the names it could have been
+    with pytest.raises(ParamsError) as excinfo:
+        agx.gate_frame(scores(), suite, PARAMS, modes={"psnr": "drop"})
+    message = str(excinfo.value)
+    assert str(suite) in message and "'psnr'" in message and "'drop'" in message
+    assert "filter, warn, fail, off" in message
+    bad_meta = write_suite(tmp_path, [{"type": "expect_column_to_exist", "kwargs": {"column": "psnr"},
+                                       "meta": {"mode": "loud"}}], name="bad_meta")
+    with pytest.raises(DataError, match="'loud'"):
+        agx.gate_frame(scores(), bad_meta)
+    twins = write_suite(tmp_path, [{"type": "expect_column_to_exist", "kwargs": {"column": "psnr"}}] * 2,
+                        name="twins")
+    with pytest.raises(DataError, match="both named 'expect_column_to_exist:psnr'"):
+        agx.gate_frame(scores(), twins)
+
+
+def test_off_checks_need_no_parameters(tmp_path):
+    suite = score_suite(tmp_path)
+    with pytest.raises(DataError, match="psnr_min"):
+        agx.gate_frame(scores(), suite, {})
+    df = scores()
+    df.loc[0, "psnr"] = -1.0
+    result = agx.gate_frame(df, suite, {}, modes={"psnr": "off"})
+    assert len(result.kept) == 10 and result.checks["psnr"]["success"] is None
+
+
+def test_modes_for_keeps_the_suites_own_names(tmp_path):
+    suite = score_suite(tmp_path)
+    shared = {"psnr": "warn", "augmented_share": "fail", "expect_table_row_count_to_be_between": "warn"}
+    assert agx.modes_for(suite, shared) == {"psnr": "warn", "expect_table_row_count_to_be_between": "warn"}
+    assert agx.modes_for(suite, None) == {}
+    assert agx.check_names(suite)[:3] == ["expect_column_to_exist:psnr", "psnr", "ssim"]
+
+
+def test_validate_frame_is_unchanged_by_suite_meta(tmp_path):
+    df = scores()
+    df.loc[4, "psnr"] = 1.0
+    report = agx.validate_frame(df, score_suite(tmp_path), PARAMS)
+    [failure] = report.failures
+    assert failure.sample_ids == ["s-00004"] and failure.check is None
+    assert failure.line().startswith("expect_column_values_to_be_between [column psnr]")
+
+
+# --- Data Docs ------------------------------------------------------------------------------------
+
+
+def _validation_pages(site: Path) -> list[Path]:
+    return sorted((site / "validations").rglob("*.html"))
+
+
+def test_data_docs_from_result_files_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    suite = score_suite(tmp_path)
+    results = tmp_path / "results"
+    df = scores()
+    df.loc[3, "psnr"] = 1.0
+    agx.gate_frame(df, suite, PARAMS, results_path=results / "traditional.json")
+    agx.validate_frame(scores(), suite, PARAMS, results_path=results / "mix.json")
+    (results / "summary.json").write_text(json.dumps({"kept": 9}))  # not a result: skipped
+    site = tmp_path / "docs" / "site"
+
+    # A fresh process that has only the JSON files.
+    code = ("import sys; from augdag import gx; "
+            "print(gx.build_data_docs(sys.argv[1], sys.argv[2]))")
+    done = subprocess.run([sys.executable, "-c", code, str(results), str(site)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = site / "index.html"
+    assert done.stdout.strip() == str(index)
+    text = index.read_text()
+    assert "scores" in text
+    pages = _validation_pages(site)
+    assert [p.stem for p in pages] == ["mix", "traditional"]
+    for page in pages:
+        href = page.relative_to(site).as_posix()
+        assert f'href="{href}"' in text  # in the plain links, usable offline
+    assert "traditional: failed" in text and "mix: passed" in text
+    assert (site / "expectations" / "scores.html").is_file()
+    failed = [p for p in pages if p.stem == "traditional"][0].read_text()
+    assert "expect_column_values_to_be_between" in failed or "values must be greater than" in failed
+    assert "s-00003" in failed  # GE renders the unexpected rows' ids
+    # GE's pages load CSS/JS from CDNs (documented in build_data_docs); its own assets are local.
+    assert "https://unpkg.com/" in text and (site / "static" / "styles" / "data_docs_default_styles.css").is_file()
+
+    # A rebuild replaces the site: nothing of the old one survives, no temporary folder is left.
+    (site / "stale.txt").write_text("old")
+    index2 = agx.build_data_docs([("rerun", results / "mix.json")], site)
+    assert index2 == index
+    assert not (site / "stale.txt").exists()
+    assert [p.stem for p in _validation_pages(site)] == ["rerun"]
+    assert "traditional" not in index.read_text()
+    assert sorted(p.name for p in site.parent.iterdir()) == ["site"]
+
+
+def test_data_docs_reject_bad_inputs(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kept": 1}))
+    with pytest.raises(DataError, match="bad.json"):
+        agx.build_data_docs([("bad", bad)], tmp_path / "site")
+    with pytest.raises(DataError, match="no validation result"):
+        agx.build_data_docs(tmp_path, tmp_path / "site")
+    with pytest.raises(DataError, match="does not exist"):
+        agx.build_data_docs([("gone", tmp_path / "gone.json")], tmp_path / "site")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]  # nothing built, nothing left
+
+
+def test_data_docs_rendering_errors_are_raised(tmp_path):
+    # GE only logs a page it cannot render; build_data_docs raises, and leaves no site behind.
+    out = tmp_path / "r.json"
+    df = scores()
+    df.loc[0, "psnr"] = 1.0
+    agx.gate_frame(df, score_suite(tmp_path), PARAMS, results_path=out)
+    data = json.loads(out.read_text())
+    for r in data["results"]:
+        if "unexpected_index_list" in r["result"]:
+            r["result"]["unexpected_index_list"] = [1, 2]  # ints where GE expects id dicts
+    out.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="could not render Data Docs: TypeError"):
+        agx.build_data_docs([("r", out)], tmp_path / "site")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "scores.json"]

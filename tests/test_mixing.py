@@ -50,6 +50,27 @@ def test_pairing_modes_respect_classes():
             assert mixing.pick_partner("any", i, labels, g) != i
 
 
+def test_partner_pools_draw_what_the_definition_draws():
+    """Precomputed pools pick exactly pool[j] of the definition (allowed indices, ascending, without
+    the sample itself), so replacing the per-sample scan kept every mixed sample's bytes."""
+    r = np.random.default_rng(1)
+    for t in range(10):
+        labels = r.integers(0, 4, size=int(r.integers(3, 40)))
+        for pairing, allowed in (("any", lambda i: labels == labels),
+                                 ("same_class", lambda i: labels == labels[i]),
+                                 ("cross_class", lambda i: labels != labels[i])):
+            pools = mixing.PartnerPools(pairing, labels)
+            for i in range(len(labels)):
+                pool = np.flatnonzero(allowed(i))
+                pool = pool[pool != i]
+                if len(pool) == 0:
+                    with pytest.raises(ValueError, match="no partner"):
+                        pools.pick(i, np.random.default_rng(i))
+                    continue
+                want = int(pool[np.random.default_rng(i + 100 * t).integers(0, len(pool))])
+                assert pools.pick(i, np.random.default_rng(i + 100 * t)) == want
+
+
 def test_bad_alpha_and_unsatisfiable_pairing_fail_clearly():
     with pytest.raises(ParamsError, match=r"mix.mixup_alpha = 0"):
         parse_params({"mix": {"mixup_alpha": 0}})

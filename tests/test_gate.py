@@ -1,0 +1,199 @@
+"""The quality gate: strategy-aware scores, the sliding-window filter, per-check modes, rejected manifest."""
+
+import json
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from augdag import gate, gx, ops
+from augdag.errors import ExpectationFailed, ParamsError
+from augdag.params import parse_params
+from augdag.storage import read_manifest
+from augdag.tasks import run_stage
+
+
+def _shirt(seed=0, size=28):
+    """A Fashion-MNIST-like object: a bright textured blob on a black background."""
+    r = np.random.default_rng(seed)
+    img = np.zeros((size, size, 1), np.uint8)
+    img[5:23, 7:21] = 120 + r.integers(0, 100, (18, 14, 1))
+    return img
+
+
+def test_rotated_sample_is_judged_on_content_not_on_rotation():
+    src = _shirt()
+    applied = [{"op": "rotation", "angle": 12.0}]
+    sample = ops.apply(src, applied)
+    naive = peak_signal_noise_ratio(src, sample, data_range=255)
+    s = gate.traditional_scores(src[None], sample[None], [applied])
+    assert naive < 30, "a direct comparison would reject the rotated sample"
+    assert s["psnr"][0] == 100.0 and s["ssim"][0] == pytest.approx(1.0)
+    assert 0.7 < s["in_frame"][0] < 1.0  # the corners came from outside the frame
+
+
+def test_photometric_damage_after_geometry_is_what_is_scored():
+    src = _shirt(1)
+    geo = [{"op": "hflip"}, {"op": "affine", "tx": 2, "ty": -1, "scale": 1.05}]
+    noise = [{"op": "gaussian_noise", "std": 0.08, "noise_seed": 7}]
+    sample = ops.apply(src, geo + noise)
+    aligned, mask = gate.aligned_source(src, geo + noise)
+    assert np.array_equal(aligned, ops.apply(src, geo))
+    s = gate.traditional_scores(src[None], sample[None], [geo + noise])
+    # equals the masked comparison of the noisy sample with the geometrically aligned source
+    err = (sample.astype(float) - aligned.astype(float))[mask]
+    assert s["psnr"][0] == pytest.approx(10 * np.log10(255 ** 2 / np.mean(err ** 2)), abs=1e-6)
+    assert s["psnr"][0] < 30 and s["ssim"][0] < 0.85
+    dark = ops.apply(src, geo + [{"op": "color_jitter", "brightness": 0.4, "contrast": 1.0, "saturation": 1.0}])
+    d = gate.traditional_scores(src[None], dark[None], [geo + [{"op": "color_jitter", "brightness": 0.4,
+                                                                 "contrast": 1.0, "saturation": 1.0}]])
+    assert d["psnr"][0] < 20, "an over-dark sample must score low"
+    full = structural_similarity(ops.apply(src, geo)[..., 0], dark[..., 0], data_range=255, full=True)[1]
+    crop = (slice(3, -3), slice(3, -3))  # skimage averages the map without a 3-pixel border
+    assert d["ssim"][0] == pytest.approx(full[crop][mask[crop]].mean(), abs=1e-3)
+
+
+def test_mix_scores_weight_parents_by_lambda():
+    a, b = _shirt(2), _shirt(3)[::-1].copy()
+    from augdag import mixing
+
+    x = mixing.apply(a, b, {"op": "mixup", "lam": 0.8})
+    s = gate.mix_scores(a[None], b[None], x[None], np.array([0.8]))
+    pa = peak_signal_noise_ratio(a, x, data_range=255)
+    pb = peak_signal_noise_ratio(b, x, data_range=255)
+    assert s["psnr"][0] == pytest.approx(0.8 * pa + 0.2 * pb, abs=1e-3)
+
+
+def test_label_prob_of_soft_and_hard_labels():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    targets = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    assert gate.label_prob(probs, targets) == pytest.approx([0.7, 0.45])
+
+
+def test_window_z_uses_only_the_previous_window():
+    scores = [1.0, 2.0] * 10 + [10.0, np.nan, 1.5]
+    z = gate.window_z(scores, window_size=4, min_history=4)
+    assert np.isnan(z[:4]).all()  # warm-up
+    assert z[4] == pytest.approx(-1.0)  # window [1, 2, 1, 2]: mean 1.5, std 0.5
+    assert z[20] == pytest.approx(17.0)  # 10 against [1, 2, 1, 2]
+    assert np.isnan(z[21])  # NaN score: no z, and it does not enter the window
+    # window [2, 1, 2, 10]: mean 3.75, std 3.49...
+    w = np.array([2.0, 1.0, 2.0, 10.0])
+    assert z[22] == pytest.approx((1.5 - w.mean()) / w.std())
+    const = gate.window_z([3.0] * 12 + [3.0, 4.0], window_size=100)
+    assert const[12] == 0.0 and const[13] == gate.Z_CAP
+
+
+SMALL = {
+    "ingest": {"n_per_class": 3, "n_val_per_class": 1, "n_test_per_class": 1},
+    "strategy": {"traditional": {"enabled": True, "multiplier": 2}, "mix": {"enabled": True, "multiplier": 1}},
+    "finetune": {"steps": 2, "batch_size": 8, "image_size": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """ingest + branches once: half of the traditional samples get strong noise."""
+    root = tmp_path_factory.mktemp("gate")
+    over = {**SMALL, "traditional": {"ops": {"gaussian_noise": {"p": 0.5, "std": [0.15, 0.2]}}}}
+    p = parse_params(over)
+    for stage in ("ingest", "strategy", "traditional", "mix", "generative"):
+        run_stage(stage, p, root)
+    return root, over
+
+
+def _with(over, **sections):
+    from augdag.params import deep_merge
+
+    return parse_params(deep_merge(over, sections))
+
+
+def test_gate_filters_noisy_samples_and_records_why(project):
+    root, over = project
+    p = _with(over, quality={"outlier": {"score": {"traditional": None, "mix": None}}})
+    summary = run_stage("quality", p, root)
+    kept, rejected = read_manifest(root / "data" / "quality"), read_manifest(root / "data" / "quality", "rejected.parquet")
+    trad = read_manifest(root / "data" / "traditional")
+    noisy = {sid for sid, q in zip(trad.sample_id, trad.op_params)
+             if any(o["op"] == "gaussian_noise" for o in json.loads(q)["ops"])}
+    rej_trad = set(rejected[rejected.branch == "traditional"].sample_id)
+    assert noisy and rej_trad and rej_trad <= set(trad.sample_id)
+    assert noisy <= rej_trad, "every strongly noised sample fails psnr > 30 dB"
+    assert summary["traditional"]["rejected"] == len(rej_trad)
+    assert set(kept.sample_id).isdisjoint(rejected.sample_id)
+    assert len(kept) + len(rejected) == len(trad) + len(read_manifest(root / "data" / "mix"))
+    for _, r in rejected[rejected.sample_id.isin(noisy)].iterrows():
+        assert "psnr" in r.gate_reason.split("; ") and r.gate == "rejected"
+        assert json.loads(r.scores)["psnr"] < 30
+    assert (kept.gate == "kept").all() and all("label_prob" in json.loads(s) for s in kept.scores)
+    full = json.loads((root / "data" / "quality" / "summary.json").read_text())
+    by_psnr = sum("psnr" in r.split("; ") for r in rejected.gate_reason)
+    assert full["traditional"]["rejected_by"]["psnr"] == by_psnr >= len(noisy)
+    assert full["traditional"]["checks"]["outlier"]["mode"] == "off"
+    metrics = json.loads((root / "data" / "quality" / "metrics.json").read_text())
+    assert metrics["traditional"]["pass_rate"] == pytest.approx(len(trad.sample_id) and
+                                                                1 - len(rej_trad) / len(trad), abs=1e-6)
+    assert (root / "data" / "validation" / "quality" / "traditional.json").exists()
+    index = root / "data" / "validation" / "quality-docs" / "index.html"
+    assert index.exists() and "branch" in index.read_text()
+
+
+def test_modes_warn_fail_off_and_unknown_names(project):
+    root, over = project
+    warn = run_stage("quality", _with(over, quality={"modes": {"psnr": "warn", "ssim": "warn", "outlier": "off",
+                                                                  "label_consistency": "off"}}), root)
+    assert warn["traditional"]["rejected"] == 0
+    with pytest.raises(ExpectationFailed, match=r"psnr") as err:
+        run_stage("quality", _with(over, quality={"modes": {"psnr": "fail"}}), root)
+    assert "~trad" in str(err.value), "the message names offending samples"
+    assert read_manifest(root / "data" / "quality", "rejected.parquet").empty, "the earlier output stays"
+    with pytest.raises(ParamsError, match=r"quality.modes: unknown check name\(s\) \['psnrr'\]"):
+        run_stage("quality", _with(over, quality={"modes": {"psnrr": "filter"}}), root)
+    with pytest.raises(ParamsError, match=r"quality.modes.psnr"):
+        parse_params({"quality": {"modes": {"psnr": "drop"}}})
+
+
+def test_label_consistency_threshold_rejects_what_the_reference_doubts(project):
+    root, over = project
+    s = run_stage("quality", _with(over, quality={"thresholds": {"mix": {"label_prob": 0.999}},
+                                                  "outlier": {"score": {"mix": None}}}), root)
+    rejected = read_manifest(root / "data" / "quality", "rejected.parquet")
+    mix_rej = rejected[rejected.branch == "mix"]
+    assert s["mix"]["rejected"] == len(mix_rej) > 0
+    assert all("label_consistency" in r.split("; ") for r in mix_rej.gate_reason)
+    assert all(json.loads(x)["label_prob"] < 0.999 for x in mix_rej.scores)
+
+
+def test_merge_checks_class_balance_and_augmented_share(project):
+    root, over = project
+    run_stage("quality", parse_params(over), root)
+    s = run_stage("merge", parse_params(over), root)
+    assert 0 < s["checks"]["augmented_share"] < 1 and "class_balance" in s["checks"]["passed"]
+    strict = _with(over, merge={"augmented_share": [0.99, 1.0]}, quality={"modes": {"augmented_share": "fail"}})
+    with pytest.raises(ExpectationFailed, match="augmented_share"):
+        run_stage("merge", strict, root)
+
+
+def test_every_gate_check_name_is_unique_per_suite():
+    from augdag.tasks.ingest import EXPECTATIONS
+
+    for suite in ("branch.json", "merged.json", "merged_classes.json", "metrics.json"):
+        names = gx.check_names(EXPECTATIONS / suite)
+        assert len(names) == len(set(names)), suite
+
+
+def test_report_shows_gate_results_and_marks_missing_parts(project):
+    from augdag.tasks.report import render
+
+    root, over = project
+    p = parse_params(over)
+    run_stage("quality", p, root)
+    page = render(p, root)
+    gate_part = page[page.index("<h2>Quality gate</h2>"):page.index("<h2>Samples</h2>")]
+    assert "pass rate" in gate_part and "traditional: rejected" in gate_part
+    assert gate_part.count('aria-label="psnr"') == 2  # traditional and mix histograms
+    assert 'aria-label="label_prob"' in gate_part
+    rejected = read_manifest(root / "data" / "quality", "rejected.parquet")
+    first = rejected.sample_id.iloc[0]
+    assert f'alt="{first}"' in gate_part and rejected.gate_reason.iloc[0].split("; ")[0] in gate_part
+    assert "missing: run the evaluate stage" in page  # no fine-tune ran in this project
