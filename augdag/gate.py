@@ -80,6 +80,11 @@ def label_prob(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (np.asarray(probs, np.float64) * np.asarray(targets, np.float64)).sum(1)
 
 
+def soft_label_sum(soft_labels) -> list[float]:
+    """Sum of each row's soft label; 1.0 for a hard-labelled row (no soft label)."""
+    return [float(np.sum(s)) if s is not None and len(s) else 1.0 for s in soft_labels]
+
+
 def window_z(scores, window_size: int, min_history: int = MIN_HISTORY) -> np.ndarray:
     """z of each score against the mean and (population) std of the `window_size` scores before it.
 

@@ -146,13 +146,18 @@ def _parameter_names(obj: Any) -> set[str]:
     return names
 
 
-def _read_suite_json(path: Path) -> dict:
+def _read_json(path: Path, what: str) -> Any:
+    """Parsed JSON of `path`; DataError naming `what` and the file when missing or unreadable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"expectation suite {path} does not exist") from None
+        raise DataError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"expectation suite {path} is not readable JSON: {exc}") from None
+        raise DataError(f"{what} {path} is not readable JSON: {exc}") from None
+
+
+def _read_suite_json(path: Path) -> dict:
+    data = _read_json(path, "expectation suite")
     if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
         raise DataError(
             f"expectation suite {path} must be a GE ExpectationSuite object with "
@@ -771,12 +776,7 @@ class _ErrorRecords(logging.Handler):
 
 
 def _load_result_file(path: Path, strict: bool) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"validation result {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"validation result {path} is not readable JSON: {exc}") from None
+    data = _read_json(path, "validation result")
     if not (isinstance(data, dict) and isinstance(data.get("results"), list) and data.get("suite_name")):
         if not strict:  # some other JSON file in a results folder
             return None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from augdag import gx
+from augdag import gate, gx
 from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import Params
@@ -25,7 +25,7 @@ def check_merged(p: Params, manifest: pd.DataFrame, n_classes: int, results: Pat
     results.mkdir(parents=True, exist_ok=True)
     frame = manifest.assign(
         augmented=(manifest.branch != "raw").astype(int),
-        soft_label_sum=[float(sum(s)) if s is not None and len(s) else 1.0 for s in manifest.soft_label])
+        soft_label_sum=gate.soft_label_sum(manifest.soft_label))
     lo, hi = p.merge.augmented_share
     label_set = list(range(n_classes))
     modes = p.quality.modes

@@ -59,7 +59,7 @@ def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, 
     out = m.copy()
     for k in ("psnr", "ssim", "in_frame", "label_prob"):
         out[k] = cols[k]
-    out["soft_label_sum"] = [float(np.sum(s)) if s is not None and len(s) else 1.0 for s in m.soft_label]
+    out["soft_label_sum"] = gate.soft_label_sum(m.soft_label)
     known = set(raw_train.index)
     out["parents_in_raw"] = [all(pid in known for pid in (ps if ps is not None else [])) for ps in m.parent_ids]
     return out
@@ -71,7 +71,7 @@ def _checks(p: Params, branch: str) -> tuple[dict, dict]:
     params, modes = {}, gx.modes_for(SUITE, p.quality.modes)
     for score, check in THRESHOLD_CHECKS.items():
         value = getattr(th, score)
-        params[f"{'label_prob' if score == 'label_prob' else score}_min"] = 0.0 if value is None else value
+        params[f"{score}_min"] = 0.0 if value is None else value
         if value is None:
             modes[check] = "off"
     sigma = p.quality.outlier.sigma
