@@ -51,6 +51,10 @@ STRATEGIES.update({
     "traditional_gate_label": _gate("label_consistency"),
     "traditional_gate_outlier": _gate("outlier"),
 })
+# The other branches with every filter check off; their gated form is the plain strategy name.
+NOGATE = {"quality": {"modes": {c: "off" for c in OFF}}}
+STRATEGIES.update({f"{name}_nogate": deep_merge(STRATEGIES[name], NOGATE)
+                   for name in ("mixup_offline", "cutmix_offline", "generative", "all")})
 STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
 
 
