@@ -229,10 +229,49 @@ class MergeParams(_Strict):
     class_balance: float = Field(default=2.0, ge=1.0, le=1000.0,
                                  description="warn when a class's sampling mass is off 1/classes by more than this factor")
     augmented_share: Range(0.0, 1.0) = Field(default=(0.0, 0.95), description="[min, max] share of augmented samples")
-    weights: dict[Literal["raw", "traditional", "mix", "generative"], Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
+    weights: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"raw": 1.0, "traditional": 1.0, "mix": 1.0, "generative": 1.0},
-        description="probability mass of each source when the fine-tune samples a batch",
+        description="probability mass of each source when the fine-tune samples a batch (a missing source gets 1.0)",
     )
+    extra_sources: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], str] = Field(
+        default_factory=dict,
+        description="name -> folder of extra training images, one subfolder per class (class names as in the raw data)")
+
+    @model_validator(mode="after")
+    def _known_sources(self):
+        clash = sorted(set(self.extra_sources) & set(SOURCES))
+        if clash:
+            raise ValueError(f"extra_sources names {clash} clash with the built-in sources {list(SOURCES)}")
+        unknown = sorted(set(self.weights) - set(SOURCES) - set(self.extra_sources))
+        if unknown:
+            raise ValueError(f"weights for unknown sources {unknown}; allowed: {list(SOURCES) + sorted(self.extra_sources)}")
+        return self
+
+
+class SamplingParams(_Strict):
+    """How the fine-tune spreads its batches over the merged set's sources (raw, branches, extra folders).
+
+    static: each source keeps the mass merge.weights gives it. uniform: every sample is equally likely
+    (a source's mass is its share of the samples). dynamic: starts from static and every `every` steps
+    moves each source's weight by eta * (feedback - mean feedback), floored at w_min, then normalised.
+    The feedback is the cosine between the gradient of the validation loss and the gradient of the
+    training loss on a batch of that source: a first-order estimate of how much a step on that source
+    lowers validation loss (see README, "Dynamic source weights")."""
+
+    mode: Literal["static", "uniform", "dynamic"] = "static"
+    every: int = Field(default=19, ge=1, description="steps between weight updates (dynamic)")
+    eta: float = Field(default=0.5, gt=0.0, le=100.0, description="step size of the weight update (dynamic)")
+    w_min: float = Field(default=0.02, ge=0.0, lt=1.0, description="floor of a source's weight before normalising")
+    feedback_batch: int = Field(default=32, ge=1, le=4096, description="samples per source and of val per feedback")
+
+
+class AdversarialParams(_Strict):
+    """FGSM adversarial fine-tuning on [0, 1] pixels: loss = (1 - weight) * clean + weight * adversarial."""
+
+    enabled: bool = False
+    epsilon: float = Field(default=0.03, gt=0.0, le=1.0, description="L-inf budget on [0, 1] pixels (0.01-0.1 typical)")
+    random_start: bool = Field(default=False, description="start FGSM from a uniform random point in the eps-ball")
+    weight: float = Field(default=0.5, ge=0.0, le=1.0, description="share of the adversarial loss")
 
 
 class FinetuneParams(_Strict):
@@ -250,11 +289,27 @@ class FinetuneParams(_Strict):
     eval_every: int = Field(default=19, ge=1)
     num_threads: int = Field(default=2, ge=1, le=256, description="torch threads (kept fixed for identical bytes)")
     online_mix: OnlineMixParams = OnlineMixParams()
+    online_augment: Literal["none", "trivial_augment_wide"] = Field(
+        default="none", description="a per-batch policy applied to every drawn sample (torchvision TrivialAugmentWide)")
+    sampling: SamplingParams = SamplingParams()
+    adversarial: AdversarialParams = AdversarialParams()
+
+
+class RobustnessParams(_Strict):
+    """Accuracy under FGSM and PGD (L-inf, [0, 1] pixels) on a seeded subset of the test split."""
+
+    enabled: bool = True
+    epsilons: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(default_factory=lambda: [0.01, 0.03, 0.1])
+    attacks: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"])
+    pgd_steps: int = Field(default=5, ge=1, le=1000)
+    pgd_step_size: float | None = Field(default=None, gt=0.0, le=1.0, description="null = 2.5 * eps / pgd_steps")
+    n_samples: int = Field(default=200, ge=1, description="test samples attacked (a seeded, class-stratified subset)")
 
 
 class EvaluateParams(_Strict):
     batch_size: int = Field(default=256, ge=1, le=65536)
     min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0, description="warn when test accuracy is below this")
+    robustness: RobustnessParams = RobustnessParams()
 
 
 class ReportParams(_Strict):
