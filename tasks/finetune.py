@@ -1,7 +1,17 @@
-"""Fine-tune a pretrained backbone on the merged set, drawing batches by the merged sampling weights.
+"""Fine-tune a pretrained backbone on the merged set, drawing batches by per-source sampling weights.
 
 Targets are probability vectors (hard labels become one-hot), so mixed samples train with
-soft-target cross-entropy. The model is saved as safetensors; the training curve is a DVC plot.
+soft-target cross-entropy. The model is saved as safetensors; the training curve and the source
+weights' trajectory are DVC plots.
+
+Sampling (finetune.sampling.mode): `static` keeps merge.weights' source masses, `uniform` draws
+every sample alike, `dynamic` re-weights the sources every `every` steps from a feedback signal:
+the cosine between the validation-loss gradient and a source's training-loss gradient. A step of
+size lr along a source's gradient changes the validation loss by about -lr * <g_val, g_source>
+(first-order Taylor), so the cosine is that source's predicted help per unit of gradient, free of
+the gradient's scale; the update is w <- max(w + eta * (feedback - mean feedback), w_min), then
+normalised. (Gradient alignment as a data-weighting signal: Ren et al. 2018, "Learning to
+Reweight Examples"; Fan et al. 2024, "DoGE".)
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from augdag import mixing
+from augdag.errors import DataError
 from augdag.log import logger
 from augdag.models import build_model, preprocess
 from augdag.params import Params
@@ -23,6 +34,10 @@ from augdag.seeding import derive_seed, rng
 from augdag.storage import StageData, atomic_dir, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import classes
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.sum(-target * torch.log_softmax(logits, dim=1), dim=1).mean()
 
 
 def targets(manifest, n_classes: int) -> torch.Tensor:
@@ -33,6 +48,83 @@ def targets(manifest, n_classes: int) -> torch.Tensor:
         else:
             y[i, int(label)] = 1.0
     return y
+
+
+def online_augment(images: torch.Tensor, policy: str, seed: int, step: int) -> torch.Tensor:
+    """Apply torchvision's TrivialAugmentWide to each N x H x W x C uint8 image, seeded by (seed, step).
+
+    The policy draws from torch's global generator, so it runs inside a forked, seeded RNG state."""
+    if policy == "none":
+        return images
+    from torchvision.transforms import v2
+
+    t = v2.TrivialAugmentWide()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "finetune", "online_augment", step))
+        out = [t(img.permute(2, 0, 1)).permute(1, 2, 0) for img in images]
+    return torch.stack(out).contiguous()
+
+
+def _flat_grad(model, loss, params) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(q)).reshape(-1) for g, q in zip(grads, params)])
+
+
+class SourceSampler:
+    """Per-sample draw weights from per-source weights; the dynamic mode's feedback and update."""
+
+    def __init__(self, sources: np.ndarray, static_weights: np.ndarray, cfg, seed: int):
+        self.cfg, self.seed = cfg, seed
+        self.names = list(dict.fromkeys(sources.tolist()))
+        self.index = np.array([self.names.index(s) for s in sources])
+        self.counts = np.bincount(self.index, minlength=len(self.names)).astype(np.float64)
+        mass = np.bincount(self.index, weights=static_weights, minlength=len(self.names))
+        self.w = mass / mass.sum()
+        self.static = torch.as_tensor(static_weights)
+        self.trajectory: list[dict] = []
+
+    def weights(self) -> torch.Tensor:
+        if self.cfg.mode == "static":
+            return self.static
+        if self.cfg.mode == "uniform":
+            return torch.ones(len(self.index), dtype=torch.float64)
+        return torch.as_tensor(self.w[self.index] / self.counts[self.index])
+
+    def record(self, step: int, feedback: dict | None = None) -> None:
+        if self.cfg.mode == "uniform":
+            w = self.counts / self.counts.sum()
+        else:
+            w = self.w
+        row = {"step": step, **{f"w_{n}": round(float(v), 6) for n, v in zip(self.names, w)}}
+        if feedback:
+            row.update({f"feedback_{n}": round(float(feedback[n]), 6) for n in self.names})
+        self.trajectory.append(row)
+
+    def update(self, model, x, y, xv, yv, image_size: int, step: int) -> dict:
+        """Feedback per source (cosine of validation and source gradients, model in eval mode) and the update."""
+        cfg = self.cfg
+        g = rng(self.seed, "finetune", "feedback", step)
+        params = [q for q in model.parameters() if q.requires_grad]
+        was_training = model.training
+        model.eval()
+        vi = torch.as_tensor(g.choice(len(xv), size=min(cfg.feedback_batch, len(xv)), replace=False))
+        g_val = _flat_grad(model, torch.nn.functional.cross_entropy(model(preprocess(xv[vi], image_size)), yv[vi]), params)
+        feedback = {}
+        for k, name in enumerate(self.names):
+            members = np.flatnonzero(self.index == k)
+            si = torch.as_tensor(g.choice(members, size=min(cfg.feedback_batch, len(members)), replace=False))
+            g_s = _flat_grad(model, soft_ce(model(preprocess(x[si], image_size)), y[si]), params)
+            feedback[name] = float(torch.nn.functional.cosine_similarity(g_val, g_s, dim=0))
+        model.train(was_training)
+        self.apply_feedback(feedback, step)
+        return feedback
+
+    def apply_feedback(self, feedback: dict, step: int) -> None:
+        """w <- max(w + eta * (feedback - mean feedback), w_min), normalised; recorded in the trajectory."""
+        f = np.array([feedback[n] for n in self.names])
+        self.w = np.maximum(self.w + self.cfg.eta * (f - f.mean()), self.cfg.w_min)
+        self.w = self.w / self.w.sum()
+        self.record(step, feedback)
 
 
 @torch.no_grad()
@@ -53,9 +145,12 @@ def run(p: Params, root: Path, **_) -> dict:
     raw = StageData(out_dir(root, "ingest"))
     x = torch.from_numpy(merged.images(merged.manifest))
     y = targets(merged.manifest, len(cls))
-    weights = torch.as_tensor(merged.manifest.weight.to_numpy(dtype=np.float64))
+    sampler = SourceSampler(merged.manifest.branch.to_numpy(), merged.manifest.weight.to_numpy(dtype=np.float64),
+                            fp.sampling, p.seed)
     val_rows = raw.manifest[raw.manifest.split == "val"]
     xv, yv = torch.from_numpy(raw.images(val_rows)), torch.as_tensor(val_rows.label.to_numpy(dtype=np.int64))
+    if fp.sampling.mode == "dynamic" and not len(xv):
+        raise DataError("finetune.sampling.mode = dynamic needs a validation split (ingest.n_val_per_class >= 1)")
 
     model = build_model(fp.model, len(cls), fp.pretrained)
     if fp.freeze == "backbone":
@@ -65,21 +160,43 @@ def run(p: Params, root: Path, **_) -> dict:
     trainable = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=fp.lr, weight_decay=fp.weight_decay)
     gen = torch.Generator().manual_seed(derive_seed(p.seed, "finetune", "sampler"))
-    log.info("finetune: %s on %d samples (%d classes), %d steps of %d", fp.model, len(x), len(cls), fp.steps, fp.batch_size)
+    adv = fp.adversarial
+    adv_gen = torch.Generator().manual_seed(derive_seed(p.seed, "finetune", "adversarial"))
+    log.info("finetune: %s on %d samples (%d classes, sources %s), %d steps of %d, sampling %s%s%s", fp.model, len(x),
+             len(cls), sampler.names, fp.steps, fp.batch_size, fp.sampling.mode,
+             f", online {fp.online_augment}" if fp.online_augment != "none" else "",
+             f", FGSM eps={adv.epsilon} weight={adv.weight}" if adv.enabled else "")
 
+    sampler.record(0)
     curve, running, t0 = [], [], time.monotonic()
     for step in range(1, fp.steps + 1):
         model.train()
-        idx = torch.multinomial(weights, fp.batch_size, replacement=True, generator=gen)
-        xb, yb = preprocess(x[idx], fp.image_size), y[idx]
-        if fp.online_mix.enabled:
-            xb, yb = mixing.mix_batch(xb, yb, fp.online_mix, rng(p.seed, "finetune", "online_mix", step))
-        logits = model(xb)
-        loss = torch.sum(-yb * torch.log_softmax(logits, dim=1), dim=1).mean()
+        idx = torch.multinomial(sampler.weights(), fp.batch_size, replacement=True, generator=gen)
+        images, yb = online_augment(x[idx], fp.online_augment, p.seed, step), y[idx]
+        mix_rng = rng(p.seed, "finetune", "online_mix", step) if fp.online_mix.enabled else None
+        if adv.enabled:
+            from augdag.adversarial import fgsm
+            from augdag.models import normalize, to_unit
+
+            x01 = to_unit(images, fp.image_size)
+            if mix_rng is not None:
+                x01, yb = mixing.mix_batch(x01, yb, fp.online_mix, mix_rng)
+            x_adv = fgsm(model, x01, yb, adv.epsilon, random_start=adv.random_start, generator=adv_gen)
+            loss = (1.0 - adv.weight) * soft_ce(model(normalize(x01)), yb) + adv.weight * soft_ce(model(normalize(x_adv)), yb)
+        else:
+            xb = preprocess(images, fp.image_size)
+            if mix_rng is not None:
+                xb, yb = mixing.mix_batch(xb, yb, fp.online_mix, mix_rng)
+            loss = soft_ce(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         running.append(loss.item())
+        if fp.sampling.mode == "dynamic" and step % fp.sampling.every == 0 and step < fp.steps:
+            fb = sampler.update(model, x, y, xv, yv, fp.image_size, step)
+            log.info("finetune: step %d source weights %s (feedback %s)", step,
+                     " ".join(f"{n}={w:.3f}" for n, w in zip(sampler.names, sampler.w)),
+                     " ".join(f"{n}={v:+.3f}" for n, v in fb.items()))
         if step % fp.eval_every == 0 or step == fp.steps:
             point = {"step": step, "train_loss": round(float(np.mean(running)), 6)}
             if len(xv):
@@ -101,6 +218,14 @@ def run(p: Params, root: Path, **_) -> dict:
             wr = csv.DictWriter(f, fieldnames=cols)
             wr.writeheader()
             wr.writerows(curve)
-        summary = {"steps": fp.steps, "samples": len(x), **curve[-1]}
+        with open(tmp / "weights.csv", "w", newline="") as f:
+            cols = list(dict.fromkeys(k for row in sampler.trajectory for k in row))
+            wr = csv.DictWriter(f, fieldnames=cols)
+            wr.writeheader()
+            wr.writerows(sampler.trajectory)
+        summary = {"steps": fp.steps, "samples": len(x), **curve[-1],
+                   "sampling": {"mode": fp.sampling.mode, "sources": sampler.names,
+                                "final_weights": {k[2:]: v for k, v in sampler.trajectory[-1].items() if k.startswith("w_")},
+                                "updates": len(sampler.trajectory) - 1}}
         write_json(tmp / "summary.json", summary)
     return summary

@@ -3,6 +3,10 @@
 `merge.weights[source]` is the probability mass of that source when the fine-tune draws a sample:
 a sample's weight is weights[source] / (number of samples of that source), normalised to sum to 1
 over the non-empty sources. A weight of 0 leaves the source out.
+
+`merge.extra_sources` adds folders of the user's own images (one subfolder per class, class names
+as in the raw data) as further sources. They have no parent and no pair, so they pass no gate;
+their rows record the file they came from and its content hash.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+import numpy as np
+
 from augdag import gate, gx
+from augdag.data import load_image, scan_folder
 from augdag.errors import DataError
 from augdag.log import Progress, logger
-from augdag.params import Params
+from augdag.params import SOURCES, Params
 from augdag.storage import StageData, StageWriter, atomic_dir, read_manifest, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import EXPECTATIONS, classes
@@ -31,7 +38,8 @@ def check_merged(p: Params, manifest: pd.DataFrame, n_classes: int, results: Pat
     modes = p.quality.modes
     checks = {}
     merged = gx.gate_frame(frame, EXPECTATIONS / "merged.json",
-                           {"label_set": label_set, "augmented_min": lo, "augmented_max": hi},
+                           {"label_set": label_set, "augmented_min": lo, "augmented_max": hi,
+                            "source_set": list(SOURCES) + sorted(p.merge.extra_sources)},
                            modes=gx.modes_for(EXPECTATIONS / "merged.json", modes), results_path=results / "merged.json")
     per_class = frame.groupby("label").agg(count=("sample_id", "size"), mass=("weight", "sum")).reset_index()
     uniform = 1.0 / n_classes
@@ -48,12 +56,35 @@ def check_merged(p: Params, manifest: pd.DataFrame, n_classes: int, results: Pat
             "warned": sorted(k for k, v in checks.items() if not v)}
 
 
+def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Rows and images of one extra source folder; its class folders must be classes of the raw data."""
+    found, files = scan_folder(folder)
+    # A class name holding '/' (Fashion-MNIST's 'T-shirt/top') is spelled with '_' as a folder name.
+    by_folder = {c.replace("/", "_"): i for i, c in enumerate(class_names)}
+    unknown = [c for c in found if c not in by_folder]
+    if unknown:
+        raise DataError(f"merge.extra_sources.{name} = {folder}: class folders {unknown} are not classes of the raw data "
+                        f"(allowed: {sorted(by_folder)})")
+    ip, root = p.ingest, Path(folder)
+    rows, images = [], []
+    for path, ci in files:
+        images.append(load_image(path, ip.image_size, ip.channels, ip.max_image_pixels))
+        rows.append({"sample_id": f"{name}/{path.relative_to(root).as_posix()}", "split": "train", "branch": name,
+                     "label": by_folder[found[ci]], "soft_label": None, "parent_ids": [], "source": str(path),
+                     "op_params": "{}", "seed": None, "generator_hash": None, "scores": None, "gate": "not gated",
+                     "gate_reason": None})
+    return pd.DataFrame(rows), images
+
+
 def run(p: Params, root: Path, **_) -> dict:
     raw = StageData(out_dir(root, "ingest"))
     gate = read_manifest(out_dir(root, "quality"))
     parts = {"raw": raw.manifest[raw.manifest.split == "train"]}
     for branch, rows in gate[gate.gate == "kept"].groupby("branch", sort=False):
         parts[branch] = rows
+    extra_images = {}
+    for name, folder in p.merge.extra_sources.items():
+        parts[name], extra_images[name] = extra_source(name, folder, p, classes(root))
     weights = {s: p.merge.weights.get(s, 1.0) for s in parts if len(parts[s]) and p.merge.weights.get(s, 1.0) > 0}
     if not weights:
         raise DataError("merge: no samples left (every source is empty or has weight 0 in merge.weights)")
@@ -64,12 +95,12 @@ def run(p: Params, root: Path, **_) -> dict:
         progress = Progress("merge", sum(len(parts[s]) for s in weights))
         for source in weights:
             rows = parts[source]
-            reader = raw if source == "raw" else StageData(out_dir(root, source))
+            reader = None if source in extra_images else raw if source == "raw" else StageData(out_dir(root, source))
             per_sample = weights[source] / total / len(rows)
-            for _, r in rows.iterrows():
+            for i, (_, r) in enumerate(rows.iterrows()):
                 fields = {k: r[k] for k in ("sample_id", "split", "branch", "label", "soft_label", "parent_ids", "source",
                                             "op_params", "seed", "generator_hash", "scores", "gate", "gate_reason")}
-                w.add(reader.image(r), **fields, weight=per_sample)
+                w.add(extra_images[source][i] if reader is None else reader.image(r), **fields, weight=per_sample)
             progress.update(len(rows))
             summary[source] = {"samples": len(rows), "mass": weights[source] / total}
         manifest = w.close()

@@ -284,8 +284,11 @@ def test_merged_manifest():
     df["weight"] = 1.0 / len(df)
     df["augmented"] = (df.branch != "raw").astype(int)
     df["soft_label_sum"] = 1.0
-    params = {"label_set": LABELS, "augmented_min": 0.1, "augmented_max": 0.9}
+    params = {"label_set": LABELS, "augmented_min": 0.1, "augmented_max": 0.9,
+              "source_set": ["raw", "traditional", "mix", "generative"]}
     assert agx.validate_frame(df, MERGED, params).success
+    report = agx.validate_frame(df, MERGED, {**params, "source_set": ["raw"]})  # an undeclared source
+    assert not report.success and {f.column for f in report.failures} == {"branch"}
     df.loc[13, "weight"] += df.loc[12, "weight"]  # the weights still sum to one
     df.loc[12, "weight"] = 0.0
     report = agx.validate_frame(df, MERGED, params)
