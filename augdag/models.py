@@ -152,17 +152,30 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def preprocess(images_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
-    """N×H×W×C uint8 (C = 1 or 3) -> N×3×S×S float32, bilinear-resized, normalised to [-1, 1]."""
-    x = images_uint8
+def _to_unit(x, image_size: int, what: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         dtype = getattr(x, "dtype", None)
-        raise ModelError(f"preprocess: got {shape} {dtype}; allowed: uint8 tensor N×H×W×C with C = 1 or 3")
+        raise ModelError(f"{what}: got {shape} {dtype}; allowed: uint8 tensor N×H×W×C with C = 1 or 3")
     if not isinstance(image_size, int) or image_size < 1:
-        raise ModelError(f"preprocess: image_size must be an integer >= 1, got {image_size!r}")
+        raise ModelError(f"{what}: image_size must be an integer >= 1, got {image_size!r}")
     x = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
     x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=False)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
-    return ((x - 0.5) / 0.5).contiguous()
+    return x.contiguous()
+
+
+def to_unit(images_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
+    """N×H×W×C uint8 (C = 1 or 3) -> N×3×S×S float32 in [0, 1], bilinear-resized (grey repeated to 3 channels)."""
+    return _to_unit(images_uint8, image_size, "to_unit")
+
+
+def normalize(x01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> the model's input range [-1, 1]."""
+    return ((x01 - 0.5) / 0.5).contiguous()
+
+
+def preprocess(images_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
+    """N×H×W×C uint8 (C = 1 or 3) -> N×3×S×S float32, bilinear-resized, normalised to [-1, 1]."""
+    return normalize(_to_unit(images_uint8, image_size, "preprocess"))

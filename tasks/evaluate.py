@@ -1,4 +1,5 @@
-"""Evaluate: accuracy, macro-F1, per-class accuracy and the confusion matrix on the test split."""
+"""Evaluate: accuracy, macro-F1, per-class accuracy and the confusion matrix on the test split;
+accuracy under FGSM/PGD attacks on a seeded test subset (evaluate.robustness)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from augdag import gx
+from augdag.adversarial import robust_accuracy
 from augdag.errors import ModelError
 from augdag.log import logger
 from augdag.models import build_model
@@ -62,7 +64,8 @@ def run(p: Params, root: Path, **_) -> dict:
         raise ModelError(f"{path}: cannot load into {p.finetune.model} with {len(cls)} classes: {err}") from None
     raw = StageData(out_dir(root, "ingest"))
     test = raw.manifest[raw.manifest.split == "test"]
-    logits = predict(model, torch.from_numpy(raw.images(test)), p.finetune.image_size, p.evaluate.batch_size)
+    images = torch.from_numpy(raw.images(test))
+    logits = predict(model, images, p.finetune.image_size, p.evaluate.batch_size)
     y_true = test.label.to_numpy(dtype=np.int64)
     y_pred = logits.argmax(1).numpy()
     s = scores(y_true, y_pred, len(cls))
@@ -70,6 +73,19 @@ def run(p: Params, root: Path, **_) -> dict:
                "per_class_accuracy": {c: round(a, 6) for c, a in zip(cls, s["per_class_accuracy"])}}
     summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n_test"]}
     check_metrics(metrics, len(cls), p.evaluate.min_accuracy, out_dir(root, "validation") / "evaluate" / "metrics.json")
+    rob, rob_rows = p.evaluate.robustness, []
+    if rob.enabled:
+        logger().info("evaluate: robustness, %s at eps %s on up to %d test samples", "/".join(rob.attacks),
+                      rob.epsilons, rob.n_samples)
+        r = robust_accuracy(model, images, y_true, p.finetune.image_size, rob, p.seed, p.evaluate.batch_size)
+        robustness = {"n": r["n"], "clean": round(r["clean"], 6),
+                      **{a: {e: round(v, 6) for e, v in r[a].items()} for a in rob.attacks}}
+        metrics["robustness"] = robustness
+        worst = max(rob.epsilons)
+        summary["robustness"] = {"n": r["n"], "epsilon": worst,
+                                 **{a: robustness[a][repr(float(worst))] for a in rob.attacks}}
+        rob_rows = [["none", 0, robustness["clean"]]]
+        rob_rows += [[a, e, v] for a in rob.attacks for e, v in robustness[a].items()]
     with atomic_dir(out_dir(root, "evaluate")) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "summary.json", summary)
@@ -79,4 +95,8 @@ def run(p: Params, root: Path, **_) -> dict:
             wr.writerow(["sample_id", "actual", "predicted"])
             for sid, t, q in zip(test.sample_id, y_true, y_pred):
                 wr.writerow([sid, cls[t], cls[q]])
+        with open(tmp / "robustness.csv", "w", newline="") as f:  # a DVC out: header only when robustness is off
+            wr = csv.writer(f)
+            wr.writerow(["attack", "epsilon", "accuracy"])
+            wr.writerows(rob_rows)
     return summary
