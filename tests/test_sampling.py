@@ -166,3 +166,18 @@ def _run_without_val(p, root):
 
     write_manifest(work / "data" / "ingest" / "manifest.parquet", m)
     run_stage("finetune", p, work)
+
+
+def test_adversarial_finetune_is_reproducible_and_changes_training(folder_project):
+    root, over, _ = folder_project
+    base = deep_merge(over, {"finetune": {"sampling": {"mode": "static"}, "steps": 2}})
+    model = root / "data" / "finetune" / "model.safetensors"
+    run_stage("finetune", parse_params(base), root)
+    plain = model.read_bytes()
+    adv = deep_merge(base, {"finetune": {"adversarial": {"enabled": True, "epsilon": 0.1, "random_start": True},
+                                         "online_mix": {"enabled": True}}})
+    first = run_stage("finetune", parse_params(adv), root)
+    adv_bytes = model.read_bytes()
+    second = run_stage("finetune", parse_params(adv), root)
+    assert model.read_bytes() == adv_bytes and first == second
+    assert adv_bytes != plain
