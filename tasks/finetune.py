@@ -26,18 +26,15 @@ import torch
 from safetensors.torch import save_file
 
 from augdag import mixing
+from augdag.adversarial import fgsm, soft_ce
 from augdag.errors import DataError
 from augdag.log import logger
-from augdag.models import build_model, preprocess
+from augdag.models import build_model, normalize, preprocess, to_unit
 from augdag.params import Params
 from augdag.seeding import derive_seed, rng
 from augdag.storage import StageData, atomic_dir, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import classes
-
-
-def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.sum(-target * torch.log_softmax(logits, dim=1), dim=1).mean()
 
 
 def targets(manifest, n_classes: int) -> torch.Tensor:
@@ -175,9 +172,6 @@ def run(p: Params, root: Path, **_) -> dict:
         images, yb = online_augment(x[idx], fp.online_augment, p.seed, step), y[idx]
         mix_rng = rng(p.seed, "finetune", "online_mix", step) if fp.online_mix.enabled else None
         if adv.enabled:
-            from augdag.adversarial import fgsm
-            from augdag.models import normalize, to_unit
-
             x01 = to_unit(images, fp.image_size)
             if mix_rng is not None:
                 x01, yb = mixing.mix_batch(x01, yb, fp.online_mix, mix_rng)
