@@ -1,4 +1,4 @@
-"""`augdag` command: run the pipeline, run one stage, show a sample's lineage, replay a sample."""
+"""`augdag` command: run the pipeline, run one stage, compare strategies, show a sample's lineage, replay a sample."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a param in params.yaml, e.g. --set finetune.steps=100 (repeatable)")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--force", action="store_true", help="rerun stages even when DVC says they are up to date")
+    c = sub.add_parser("compare", help="compare augmentation strategies over seeds (Prefect flow augdag-compare)")
+    c.add_argument("--strategies", nargs="+", default=None, metavar="NAME",
+                   help="strategies to compare (default: none traditional mix generative all all_nogate "
+                        "trivial_augment_wide; more in augdag/compare.py)")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    c.add_argument("--out", default="data/compare", help="output folder, relative to the project (default data/compare)")
+    c.add_argument("--baseline", default="none", help="strategy the paired differences are taken against")
+    c.add_argument("--force", action="store_true", help="rerun every run even when a record with its params hash exists")
     s = sub.add_parser("stage", help="run one stage (what dvc.yaml's cmds call)")
     s.add_argument("name")
     s.add_argument("--workers", type=int, default=1)
@@ -69,6 +77,18 @@ def _dispatch(args, root: Path) -> int:
         if metrics.exists():
             m = json.loads(metrics.read_text())
             print(f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
+        return 0
+    if args.cmd == "compare":
+        from augdag.compare import COMPARISON, check_strategies, load_base, resolve
+        from augdag.flows.compare import run_compare
+
+        base = load_base(root)  # a typo or a bad param fails here, before Prefect starts
+        for name in check_strategies(args.strategies or COMPARISON):
+            resolve(base, name, args.seeds[0])
+        res = run_compare(str(root), strategies=args.strategies, seeds=args.seeds, out=args.out,
+                          baseline=args.baseline, force=args.force)
+        print(res["markdown"], end="")
+        print(f"comparison: {Path(res['out']) / 'comparison.html'} ({res['ran']} runs ran, {res['cached']} cached)")
         return 0
     if args.cmd == "stage":
         from concurrent.futures import ThreadPoolExecutor

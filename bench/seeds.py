@@ -1,7 +1,10 @@
 """Test accuracy of the default low-resource fine-tune, per strategy, over several seeds.
 
-Runs the stage functions directly (no Prefect, no DVC: they do not change the numbers) in scratch
-folders under bench/out/. Prints a table of mean +- std and writes bench/out/seeds.json.
+A thin wrapper over augdag.compare (the same code as `augdag compare` and its Prefect flow): the stage
+functions run directly (no Prefect, no DVC: they do not change the numbers) in scratch folders under
+OUT, on params.yaml's defaults (not the project's params.yaml) + the strategy + the seed + --set.
+Prints a table of mean +- std, appends each run to OUT/seeds.jsonl and writes OUT/seeds.json and
+OUT/comparison.{json,csv,md,svg,html}.
 
     .venv/bin/python bench/seeds.py --seeds 0 1 2 3 4 --strategies none traditional
 """
@@ -12,67 +15,20 @@ import argparse
 import json
 import logging
 import statistics
-import time
 from pathlib import Path
 
 from augdag.env import set_offline
 
 set_offline()
 
-from augdag.params import Params, deep_merge, parse_params  # noqa: E402
-from augdag.tasks import run_stage  # noqa: E402
-
-NO_TRAD = {"traditional": {"enabled": False}}
-STRATEGIES = {
-    "none": {"strategy": NO_TRAD},
-    "traditional": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}}},
-    "traditional_x4": {"strategy": {"traditional": {"enabled": True, "multiplier": 4}}},
-    "mixup_offline": {"strategy": {**NO_TRAD, "mix": {"enabled": True, "multiplier": 1}}, "mix": {"mode": "mixup"}},
-    "cutmix_offline": {"strategy": {**NO_TRAD, "mix": {"enabled": True, "multiplier": 1}}, "mix": {"mode": "cutmix"}},
-    "mixup_online": {"strategy": NO_TRAD, "finetune": {"online_mix": {"enabled": True, "mode": "mixup"}}},
-    "cutmix_online": {"strategy": NO_TRAD, "finetune": {"online_mix": {"enabled": True, "mode": "cutmix"}}},
-    "generative": {"strategy": {**NO_TRAD, "generative": {"enabled": True, "multiplier": 1}}},
-    "all": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}, "mix": {"enabled": True, "multiplier": 1},
-                         "generative": {"enabled": True, "multiplier": 1}}},
-}
-TRAD = {"traditional": {"enabled": True, "multiplier": 1}}
-OFF = ("psnr", "ssim", "label_consistency", "outlier")
+from augdag import compare  # noqa: E402
+from augdag.compare import STRATEGIES  # noqa: E402,F401  (the names this script accepts)
 
 
-def _gate(*on: str) -> dict:
-    """Traditional branch with only the named filter checks of the quality gate on."""
-    return {"strategy": TRAD, "quality": {"modes": {c: "off" for c in OFF if c not in on}}}
-
-
-STRATEGIES.update({
-    "traditional_nogate": _gate(),
-    "traditional_gate": _gate(*OFF),
-    "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),
-    "traditional_gate_label": _gate("label_consistency"),
-    "traditional_gate_outlier": _gate("outlier"),
-})
-# The other branches with every filter check off; their gated form is the plain strategy name.
-NOGATE = {"quality": {"modes": {c: "off" for c in OFF}}}
-STRATEGIES.update({f"{name}_nogate": deep_merge(STRATEGIES[name], NOGATE)
-                   for name in ("mixup_offline", "cutmix_offline", "generative", "all")})
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
-
-
-def run_one(out: Path, strategy: str, seed: int, extra: dict) -> dict:
-    params: Params = parse_params(deep_merge(deep_merge({"seed": seed}, STRATEGIES[strategy]), extra))
-    root = out / f"{strategy}-seed{seed}"
-    t0 = time.monotonic()
-    stage_seconds = {}
-    for stage in STAGES:
-        t = time.monotonic()
-        run_stage(stage, params, root)
-        stage_seconds[stage] = round(time.monotonic() - t, 1)
-    metrics = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
-    gate = json.loads((root / "data" / "quality" / "summary.json").read_text())
-    pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
-                 if v.get("in")}
-    return {"strategy": strategy, "seed": seed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-            "seconds": round(time.monotonic() - t0, 1), "stage_seconds": stage_seconds, "gate_pass_rate": pass_rate}
+def run_one(out: Path, strategy: str, seed: int, extra: dict, resume: bool = False) -> dict:
+    params = compare.resolve({}, strategy, seed, extra)
+    rec, _ = compare.run_cached(params, strategy, seed, out, base_dir=Path.cwd(), force=not resume)
+    return {**rec, "accuracy": rec["test_accuracy"]}  # `accuracy`: the name older seeds.jsonl rows use
 
 
 def main() -> None:
@@ -81,7 +37,8 @@ def main() -> None:
     ap.add_argument("--strategies", nargs="+", default=["none", "traditional"], choices=list(STRATEGIES))
     ap.add_argument("--set", dest="extra", default="{}", help="JSON params merged into every run")
     ap.add_argument("--out", default="bench/out")
-    ap.add_argument("--resume", action="store_true", help="skip runs already in OUT/seeds.jsonl")
+    ap.add_argument("--resume", action="store_true",
+                    help="skip runs already in OUT/seeds.jsonl or cached in OUT/runs/ with the same params")
     args = ap.parse_args()
     logging.getLogger("augdag").setLevel(logging.WARNING)
     out = Path(args.out)
@@ -94,26 +51,30 @@ def main() -> None:
         for seed in args.seeds:
             if any(r["strategy"] == strategy and r["seed"] == seed for r in rows):
                 continue
-            r = run_one(out, strategy, seed, json.loads(args.extra))
+            r = run_one(out, strategy, seed, json.loads(args.extra), args.resume)
             with done.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             print(f"{strategy:>15} seed {seed}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ({r['seconds']} s)",
                   flush=True)
             rows.append(r)
     (out / "seeds.json").write_text(json.dumps(rows, indent=2))
+    chosen = [r for s in args.strategies for r in rows if r["strategy"] == s and r["seed"] in args.seeds]
+    compare.write_outputs(out, [{"test_accuracy": r["accuracy"], "val_accuracy": None, "params_hash": "", **r}
+                                for r in chosen])
     base = {r["seed"]: r["accuracy"] * 100 for r in rows if r["strategy"] == "none"}
     print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) | vs none, paired (seeds better) | per seed |")
     print("|---|---|---|---|---|")
     for strategy in args.strategies:
         acc = [r["accuracy"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
         f1 = [r["macro_f1"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
-        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
         seeds = [r["seed"] for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]
         diffs = [a - base[s] for a, s in zip(acc, seeds) if s in base]
         paired = (f"{statistics.mean(diffs):+.1f} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
                   if diffs and strategy != "none" else "")
         print(f"| {strategy} | {statistics.mean(acc):.1f} ± {sd(acc):.1f} | {statistics.mean(f1):.1f} ± {sd(f1):.1f} | "
               f"{paired} | " + ", ".join(f"{a:.1f}" for a in acc) + " |")
+    print(f"\n{out / 'comparison.md'}: the same runs with 95% CIs and validation accuracy (where recorded)")
 
 
 if __name__ == "__main__":

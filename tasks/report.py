@@ -141,6 +141,37 @@ def _quality(root: Path, n: int) -> list[str]:
     return out
 
 
+def _comparison(root: Path) -> list[str]:
+    """Strategy comparison (augdag compare): mean and 95% CI per strategy, from data/compare/."""
+    folder = Path(root) / "data" / "compare"
+    data = _json(folder / "comparison.json")
+    if not data or not data.get("strategies"):
+        return ['<h2>Strategy comparison</h2><p class="missing">missing: run augdag compare</p>']
+    b = data.get("baseline", "none")
+    pct = lambda m, ci: "–" if m is None else f"{100 * m:.1f}" + ("" if ci is None else f" ± {100 * ci:.1f}")  # noqa: E731
+    out = ["<h2>Strategy comparison</h2>",
+           f"<p>Best on validation: <b>{html.escape(str(data.get('best_on_validation')))}</b> (choose defaults by "
+           "validation accuracy; test accuracy is reported, not used to choose). 95% CI: Student t over seeds.</p>",
+           "<table><tr><th>strategy</th><th>seeds</th><th>test accuracy % (mean ± 95% CI)</th>"
+           f"<th>validation accuracy % (mean ± 95% CI)</th><th>test vs {html.escape(b)}, paired</th>"
+           "<th>seeds better</th></tr>"]
+    for name, m in data["strategies"].items():
+        diff = m.get(f"diff_vs_{b}")
+        dtxt = "–" if diff is None else f"{100 * diff:+.1f}" + (
+            "" if m.get(f"diff_vs_{b}_ci95") is None else f" ± {100 * m[f'diff_vs_{b}_ci95']:.1f}")
+        better = "–" if diff is None else f"{m.get(f'seeds_better_vs_{b}')}/{m.get(f'seeds_paired_vs_{b}')}"
+        out.append(f"<tr><th>{html.escape(name)}</th><td>{m.get('n')}</td>"
+                   f"<td>{pct(m.get('test_mean'), m.get('test_ci95'))}</td><td>{pct(m.get('val_mean'), m.get('val_ci95'))}</td>"
+                   f"<td>{dtxt}</td><td>{better}</td></tr>")
+    out.append("</table>")
+    svg = folder / "comparison.svg"
+    if svg.exists():
+        text = svg.read_text(encoding="utf-8")
+        if text.lstrip().startswith("<svg") and "<script" not in text.lower():  # only our own plain SVG
+            out.append(f"<div>{text}</div>")
+    return out
+
+
 def render(p: Params, root: Path) -> str:
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>augdag report</title>",
            f"<style>{CSS}</style></head><body><h1>augdag report</h1>"]
@@ -170,6 +201,7 @@ def render(p: Params, root: Path) -> str:
     out.append("<h2>Training curve</h2>")
     out.append(_curve_svg(list(csv.DictReader(curve_path.open())) if curve_path.exists() else []))
 
+    out.extend(_comparison(root))
     out.extend(_quality(root, p.report.grid_samples))
     out.append("<h2>Samples</h2>")
     n = p.report.grid_samples
