@@ -152,19 +152,27 @@ def run_one(params: Params, strategy: str, seed: int, workdir: str | Path, base_
             t = time.monotonic()
             run_stage(stage, run_params, root)
             stage_seconds[stage] = round(time.monotonic() - t, 1)
-        data = root / "data"
-        metrics = _read_json(data / "evaluate" / "metrics.json")
-        final = _read_json(data / "finetune" / "summary.json") or {}
-        gate = _read_json(data / "quality" / "summary.json") or {}
+        return record_from_folder(root, strategy, seed, h, stage_seconds, round(time.monotonic() - t0, 1))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage_seconds: dict,
+                       seconds: float) -> dict:
+    """The record of a finished run from its folder (data/evaluate, data/finetune, data/quality)."""
+    data = Path(root) / "data"
+    metrics = _read_json(data / "evaluate" / "metrics.json")
+    if metrics is None:
+        raise AugdagError(f"{data / 'evaluate' / 'metrics.json'}: missing; the run did not finish")
+    final = _read_json(data / "finetune" / "summary.json") or {}
+    gate = _read_json(data / "quality" / "summary.json") or {}
     pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
                  if v.get("in")}
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
             "robustness": metrics.get("robustness"), "gate_pass_rate": pass_rate,
-            "stage_seconds": stage_seconds, "seconds": round(time.monotonic() - t0, 1)}
+            "stage_seconds": stage_seconds, "seconds": seconds}
 
 
 def record_path(out: str | Path, strategy: str, seed: int, h: str) -> Path:
