@@ -88,14 +88,15 @@ class SourceSampler:
         return torch.as_tensor(self.w[self.index] / self.counts[self.index])
 
     def record(self, step: int, feedback: dict | None = None) -> None:
-        if self.cfg.mode == "uniform":
-            w = self.counts / self.counts.sum()
-        else:
-            w = self.w
-        row = {"step": step, **{f"w_{n}": round(float(v), 6) for n, v in zip(self.names, w)}}
-        if feedback:
-            row.update({f"feedback_{n}": round(float(feedback[n]), 6) for n in self.names})
-        self.trajectory.append(row)
+        """One row per source (long format, so a DVC plot draws one line per source whatever they are)."""
+        w = self.counts / self.counts.sum() if self.cfg.mode == "uniform" else self.w
+        for n, v in zip(self.names, w):
+            self.trajectory.append({"step": step, "source": n, "weight": round(float(v), 6),
+                                    "feedback": round(float(feedback[n]), 6) if feedback else None})
+
+    def final(self) -> dict:
+        last = self.trajectory[-1]["step"]
+        return {r["source"]: r["weight"] for r in self.trajectory if r["step"] == last}
 
     def update(self, model, x, y, xv, yv, image_size: int, step: int) -> dict:
         """Feedback per source (cosine of validation and source gradients, model in eval mode) and the update."""
@@ -213,13 +214,11 @@ def run(p: Params, root: Path, **_) -> dict:
             wr.writeheader()
             wr.writerows(curve)
         with open(tmp / "weights.csv", "w", newline="") as f:
-            cols = list(dict.fromkeys(k for row in sampler.trajectory for k in row))
-            wr = csv.DictWriter(f, fieldnames=cols)
+            wr = csv.DictWriter(f, fieldnames=["step", "source", "weight", "feedback"])
             wr.writeheader()
             wr.writerows(sampler.trajectory)
         summary = {"steps": fp.steps, "samples": len(x), **curve[-1],
-                   "sampling": {"mode": fp.sampling.mode, "sources": sampler.names,
-                                "final_weights": {k[2:]: v for k, v in sampler.trajectory[-1].items() if k.startswith("w_")},
-                                "updates": len(sampler.trajectory) - 1}}
+                   "sampling": {"mode": fp.sampling.mode, "sources": sampler.names, "final_weights": sampler.final(),
+                                "updates": len({r["step"] for r in sampler.trajectory}) - 1}}
         write_json(tmp / "summary.json", summary)
     return summary

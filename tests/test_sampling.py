@@ -1,5 +1,6 @@
 """Per-source sampling in the fine-tune (static, uniform, dynamic), online TrivialAugmentWide, extra source folders."""
 
+import csv
 import hashlib
 import shutil
 
@@ -25,7 +26,8 @@ def test_static_and_uniform_per_sample_weights():
     uniform = SourceSampler(SOURCES, STATIC, SamplingParams(mode="uniform"), 0)
     assert torch.equal(uniform.weights(), torch.ones(10, dtype=torch.float64))
     uniform.record(0)
-    assert uniform.trajectory == [{"step": 0, "w_raw": 0.6, "w_traditional": 0.3, "w_mix": 0.1}]
+    assert uniform.final() == {"raw": 0.6, "traditional": 0.3, "mix": 0.1}
+    assert uniform.trajectory[0] == {"step": 0, "source": "raw", "weight": 0.6, "feedback": None}
 
 
 def test_dynamic_starts_from_the_static_masses_and_applies_the_update_rule():
@@ -38,8 +40,9 @@ def test_dynamic_starts_from_the_static_masses_and_applies_the_update_rule():
     raw, trad, mix = 1 / 3 + 0.25, 1 / 3 + 0.1, 0.05
     assert np.allclose(s.w, np.array([raw, trad, mix]) / (raw + trad + mix))
     assert np.isclose(s.weights().numpy().sum(), 1.0)
-    row = s.trajectory[-1]
-    assert row["step"] == 5 and row["feedback_mix"] == -0.6 and np.isclose(sum(row[f"w_{n}"] for n in s.names), 1.0)
+    rows = [r for r in s.trajectory if r["step"] == 5]
+    assert [r["source"] for r in rows] == ["raw", "traditional", "mix"] and rows[2]["feedback"] == -0.6
+    assert np.isclose(sum(s.final().values()), 1.0)
 
 
 def _images(n, size, seed):
@@ -129,19 +132,19 @@ def test_dynamic_finetune_records_its_weight_trajectory_reproducibly(folder_proj
                       for n in ("model.safetensors", "weights.csv")}
     s1 = run_stage("finetune", p, root)
     first = digest()
-    lines = (root / "data" / "finetune" / "weights.csv").read_text().splitlines()
-    assert lines[0].split(",") == ["step", "w_raw", "w_traditional", "w_web", "feedback_raw", "feedback_traditional",
-                                   "feedback_web"]
-    assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "2"]  # the start, one update (none after the last step)
+    with open(root / "data" / "finetune" / "weights.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["source"]) for r in rows] == [(st, src) for st in ("0", "2") for src in ("raw", "traditional", "web")]
+    start = {r["source"]: float(r["weight"]) for r in rows if r["step"] == "0"}
+    assert start == {"raw": 0.4, "traditional": 0.4, "web": 0.2}  # merge.weights 1 : 1 : 0.5
+    assert all(r["feedback"] == "" for r in rows[:3]) and all(-1 <= float(r["feedback"]) <= 1 for r in rows[3:])
     final = s1["sampling"]["final_weights"]
-    assert s1["sampling"]["mode"] == "dynamic" and np.isclose(sum(final.values()), 1.0, atol=1e-5)
-    start = dict(zip(lines[0].split(",")[1:4], map(float, lines[1].split(",")[1:4])))
-    assert start == {"w_raw": 0.4, "w_traditional": 0.4, "w_web": 0.2}  # merge.weights 1 : 1 : 0.5
-    assert final != {"raw": 0.4, "traditional": 0.4, "web": 0.2}  # the feedback moved them
+    assert s1["sampling"]["mode"] == "dynamic" and s1["sampling"]["updates"] == 1
+    assert np.isclose(sum(final.values()), 1.0, atol=1e-5) and final != start  # the feedback moved them
     run_stage("finetune", p, root)
     assert digest() == first
     static = run_stage("finetune", parse_params(deep_merge(over, {"finetune": {"sampling": {"mode": "static"}}})), root)
-    assert static["sampling"]["updates"] == 0 and len((root / "data" / "finetune" / "weights.csv").read_text().splitlines()) == 2
+    assert static["sampling"]["updates"] == 0 and len((root / "data" / "finetune" / "weights.csv").read_text().splitlines()) == 4
     assert digest()["model.safetensors"] != first["model.safetensors"]
 
 
