@@ -1,4 +1,5 @@
-"""`augdag` command: run the pipeline, run one stage, compare strategies, show a sample's lineage, replay a sample."""
+"""`augdag` command: run the pipeline, run one stage, compare strategies, show a sample's lineage, replay a sample,
+serve the flows from a local Prefect server."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", default="data/compare", help="output folder, relative to the project (default data/compare)")
     c.add_argument("--baseline", default="none", help="strategy the paired differences are taken against")
     c.add_argument("--force", action="store_true", help="rerun every run even when a record with its params hash exists")
+    v = sub.add_parser("server", help="start a local Prefect server and serve the pipeline and compare flows as "
+                                      "deployments, launched from its UI (Ctrl-C stops both)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs --expose)")
+    v.add_argument("--port", type=int, default=4200)
+    v.add_argument("--expose", action="store_true",
+                   help="allow a non-loopback --host: anyone who reaches the port can run code and read data "
+                        "on this machine (the server has no authentication)")
     s = sub.add_parser("stage", help="run one stage (what dvc.yaml's cmds call)")
     s.add_argument("name")
     s.add_argument("--workers", type=int, default=1)
@@ -89,6 +98,13 @@ def _dispatch(args, root: Path) -> int:
                           baseline=args.baseline, force=args.force)
         print(res["markdown"], end="")
         print(f"comparison: {Path(res['out']) / 'comparison.html'} ({res['ran']} runs ran, {res['cached']} cached)")
+        return 0
+    if args.cmd == "server":
+        from augdag.flows.serve import check_host, serve_all
+
+        check_host(args.host, args.expose)  # refused before anything starts
+        load_params(root / "params.yaml")  # a bad params.yaml fails here, not at the first launch
+        serve_all(root, host=args.host, port=args.port, expose=args.expose)
         return 0
     if args.cmd == "stage":
         from concurrent.futures import ThreadPoolExecutor

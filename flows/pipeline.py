@@ -2,6 +2,10 @@
 
 The three branches run concurrently. A stage that DVC reports up to date is skipped; a stage the
 flow ran is committed to dvc.lock, so `dvc status` is clean afterwards and `dvc repro` is a no-op.
+
+Artifacts: per stage a markdown summary (`augdag-<stage>`) and, for quality, merge, finetune and
+evaluate, a table of its figures (`augdag-<stage>-table`); at the end a link to the report
+(`augdag-report-link`). Stage code logs through augdag.log, i.e. Prefect's run logger inside a run.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from augdag import dvcops
 from augdag.log import logger
-from augdag.params import Params, dotted_to_nested, load_params, write_overrides
+from augdag.params import SOURCES, Params, dotted_to_nested, load_params, write_overrides
 from augdag.tasks import STAGES, UPSTREAM, run_stage
 
 
@@ -27,6 +31,75 @@ def _artifact(name: str, status: str, summary: dict, seconds: float) -> None:
     create_markdown_artifact(md, key=f"augdag-{name}", description=f"augdag stage {name}")
 
 
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _num(v):
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def _ordered(summary: dict) -> list[tuple[str, dict]]:
+    """raw, the branches, then any other source (summary.json files are written with sorted keys)."""
+    return sorted(summary.items(), key=lambda kv: (SOURCES + (kv[0],)).index(kv[0]))
+
+
+def figures(name: str, root: Path) -> list[dict] | None:
+    """A stage's quality figures as table rows, read from its outputs (so a skipped stage still shows the
+    figures of the outputs it kept); None for a stage without any."""
+    folder = root / "data" / name
+    summary = _read(folder / "summary.json")
+    if summary is None:
+        return None
+    if name == "quality":
+        return [{"branch": b, "in": s["in"], "kept": s["kept"], "rejected": s["rejected"], "pass_rate": s["pass_rate"],
+                 "rejected_by": ", ".join(f"{c} {n}" for c, n in s.get("rejected_by", {}).items() if n)}
+                for b, s in _ordered(summary)]
+    if name == "merge":
+        return [{"source": src, "samples": s["samples"], "mass": _num(s["mass"])}
+                for src, s in _ordered(summary) if src != "checks"]
+    if name == "finetune":
+        rows = [{"figure": k, "value": _num(summary[k])}
+                for k in ("steps", "samples", "train_loss", "val_loss", "val_accuracy") if k in summary]
+        sampling = summary.get("sampling", {})
+        if sampling:
+            rows.append({"figure": "sampling mode", "value": sampling.get("mode")})
+        rows += [{"figure": f"final weight {src}", "value": _num(w)}
+                 for src, w in sampling.get("final_weights", {}).items()]
+        return rows
+    if name == "evaluate":
+        metrics = _read(folder / "metrics.json") or summary
+        rows = [{"figure": k, "value": _num(metrics[k])} for k in ("accuracy", "macro_f1", "n_test") if k in metrics]
+        rob = metrics.get("robustness")
+        if rob:
+            rows.append({"figure": f"robustness: clean accuracy (n={rob['n']})", "value": _num(rob["clean"])})
+            rows += [{"figure": f"robustness: {attack} accuracy, eps {eps}", "value": _num(acc)}
+                     for attack, by_eps in rob.items() if isinstance(by_eps, dict) for eps, acc in by_eps.items()]
+        return rows
+    return None
+
+
+def _table(name: str, root: Path, status: str) -> None:
+    rows = figures(name, root)
+    if rows:
+        create_table_artifact(rows, key=f"augdag-{name}-table", description=f"augdag stage {name}: figures ({status})")
+
+
+def _report_link(root: Path) -> None:
+    page = root / "data" / "report" / "report.html"
+    if not page.exists():
+        return
+    metrics = _read(root / "data" / "evaluate" / "metrics.json") or {}
+    line = (f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}\n\n"
+            if "accuracy" in metrics and "macro_f1" in metrics else "")
+    # Browsers may not follow a file:// link from an http:// page: the path is there to copy as well.
+    md = f"### augdag report\n\n[{page.name}]({page.as_uri()})\n\n{line}`{page}`\n"
+    create_markdown_artifact(md, key="augdag-report-link", description="augdag: the run's HTML report")
+
+
 @task(name="stage", task_run_name="{name}", retries=0)
 def stage_task(name: str, params: Params, root: str, workers: int, force: bool = False) -> dict:
     root_p = Path(root)
@@ -34,11 +107,13 @@ def stage_task(name: str, params: Params, root: str, workers: int, force: bool =
     if not force and dvcops.up_to_date(root_p, name):
         logger().info("%s: up to date in dvc.lock, skipped", name)
         _artifact(name, "skipped (up to date)", {}, time.monotonic() - t0)
+        _table(name, root_p, "up to date, from an earlier run")
         return {"skipped": True}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         summary = run_stage(name, params, root_p, mapper=pool.map)
     dvcops.commit(root_p, name)
     _artifact(name, "ran", summary, time.monotonic() - t0)
+    _table(name, root_p, "ran")
     return summary
 
 
@@ -58,6 +133,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", set_params: list
         futures[name] = stage_task.submit(
             name, params, str(root_p), workers, force, wait_for=wait)
     results = {name: f.result() for name, f in futures.items()}
+    _report_link(root_p)
     logger().info("report: %s", root_p / "data" / "report" / "report.html")
     return results
 

@@ -1,0 +1,368 @@
+"""`augdag server`: a local Prefect server plus the pipeline and compare flows served as deployments,
+so runs are launched from the UI with typed parameters.
+
+The forms hold no schema of their own: each field is a params.yaml key, and its type, range and
+description come from augdag.params. A launch turns the fields the user filled in into the same
+`KEY=VALUE` overrides as `augdag run --set` and calls the same flows; an empty field keeps the value
+in params.yaml. The compare form picks strategies from augdag.compare.STRATEGIES.
+
+The server binds 127.0.0.1 unless `expose` is given: Prefect's open-source server has no
+authentication, and a deployment runs code on this machine.
+"""
+
+# No `from __future__ import annotations`: Prefect and pydantic read these annotations as objects.
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from augdag.env import set_offline
+
+set_offline()
+
+from prefect import flow  # noqa: E402
+
+from augdag import compare  # noqa: E402
+from augdag.errors import AugdagError, ParamsError  # noqa: E402
+from augdag.params import BRANCHES, BranchThresholds, Params  # noqa: E402
+
+PIPELINE_DEPLOYMENT = "augdag-ui-pipeline/local"
+COMPARE_DEPLOYMENT = "augdag-ui-compare/local"
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+# ---------------------------------------------------------------------------------------------- forms
+
+class _Key:
+    """Marks a form field with the params.yaml key it sets."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"_Key({self.key!r})"
+
+
+def _param(key: str, description: str | None = None) -> Any:
+    """The type, range and description of params.yaml's `key` (from augdag.params), made optional."""
+    model: type[BaseModel] = Params
+    parts = key.split(".")
+    for part in parts[:-1]:
+        model = model.model_fields[part].annotation
+    info = model.model_fields[parts[-1]]
+    text = description or info.description
+    desc = f"{key}{': ' + text if text else ''} (empty: keep params.yaml's value)"
+    return Annotated[Optional[info.annotation], Field(description=desc), *info.metadata, _Key(key)]
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Branches(_Form):
+    traditional: _param("strategy.traditional.enabled", "traditional transforms on") = None
+    traditional_multiplier: _param("strategy.traditional.multiplier") = None
+    mix: _param("strategy.mix.enabled", "Mixup/CutMix on") = None
+    mix_multiplier: _param("strategy.mix.multiplier") = None
+    generative: _param("strategy.generative.enabled", "generative model on") = None
+    generative_multiplier: _param("strategy.generative.multiplier") = None
+
+
+CHECKS = tuple(BranchThresholds.model_fields)
+GateCheck = Literal[tuple(f"{b}.{c}" for b in BRANCHES for c in CHECKS)]
+
+# One threshold field per branch and check (traditional_psnr, ..., generative_label_prob), typed and
+# ranged as quality.thresholds.<branch>.<check> is in augdag.params.
+Gate = create_model(
+    "Gate", __base__=_Form, __module__=__name__,
+    **{f"{b}_{c}": (_param(f"quality.thresholds.{b}.{c}"), None) for b in BRANCHES for c in CHECKS},
+    outlier_sigma=(_param("quality.outlier.sigma"), None),
+    outlier_window_size=(_param("quality.outlier.window_size"), None),
+    off=(list[GateCheck], Field(default_factory=list, description=(
+        "threshold checks to turn off (quality.thresholds.<branch>.<check> = null)"))),
+)
+
+
+class Finetune(_Form):
+    model: _param("finetune.model") = None
+    pretrained: _param("finetune.pretrained", "start from the packaged pretrained weights") = None
+    steps: _param("finetune.steps") = None
+    batch_size: _param("finetune.batch_size") = None
+    lr: _param("finetune.lr", "learning rate") = None
+    image_size: _param("finetune.image_size") = None
+    sampling_mode: _param("finetune.sampling.mode", "how batches spread over the sources") = None
+    online_mix: _param("finetune.online_mix.enabled", "Mixup/CutMix per batch") = None
+    online_augment: _param("finetune.online_augment") = None
+    adversarial: _param("finetune.adversarial.enabled", "FGSM adversarial fine-tuning") = None
+    adversarial_epsilon: _param("finetune.adversarial.epsilon") = None
+
+
+def _scalar(value: Any) -> str:
+    """A value as a YAML scalar that dotted_to_nested reads back unchanged (1e-05 -> '1.0e-05')."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31)
+    return text[: -len("\n...\n")] if text.endswith("\n...\n") else text.strip()
+
+
+def _fields(form: BaseModel) -> list[str]:
+    out = []
+    for name, info in type(form).model_fields.items():
+        keys = [m.key for m in info.metadata if isinstance(m, _Key)]
+        value = getattr(form, name)
+        if keys and value is not None:
+            out.append(f"{keys[0]}={_scalar(value)}")
+    return out
+
+
+def pipeline_overrides(root: str | Path = ".", dataset: str | None = None, seed: int | None = None,
+                       branches: Branches | None = None, gate: Gate | None = None,  # type: ignore[valid-type]
+                       finetune: Finetune | None = None, robustness: bool | None = None,
+                       extra: list[str] | None = None) -> list[str]:
+    """The `augdag run --set` overrides a launch from the form stands for (filled-in fields only)."""
+    out = []
+    if dataset:
+        path = Path(dataset).expanduser()
+        out.append(f"ingest.source={_scalar(str(path if path.is_absolute() else (Path(root) / path).resolve()))}")
+    if seed is not None:
+        out.append(f"seed={seed}")
+    for form in (branches, finetune):
+        if form is not None:
+            out += _fields(form)
+    if gate is not None:
+        both = [c for c in gate.off if getattr(gate, c.replace(".", "_")) is not None]
+        if both:
+            raise ParamsError(f"gate: {', '.join(both)} both given a threshold and turned off; pick one")
+        out += _fields(gate) + [f"quality.thresholds.{c}=null" for c in gate.off]
+    if robustness is not None:
+        out.append(f"evaluate.robustness.enabled={_scalar(robustness)}")
+    return out + list(extra or [])
+
+
+@flow(name="augdag-ui-pipeline", log_prints=True)
+def pipeline_form(
+    root: str = ".",
+    dataset: Optional[str] = None,
+    seed: _param("seed") = None,
+    branches: Branches = Branches(),
+    gate: Gate = Gate(),  # type: ignore[valid-type]
+    finetune: Finetune = Finetune(),
+    robustness: _param("evaluate.robustness.enabled") = None,
+    extra: list[str] = [],  # noqa: B006 (a flow parameter's default, never mutated)
+    workers: Annotated[int, Field(ge=1, le=64)] = 2,
+    force: bool = False,
+) -> dict:
+    """Run the augdag pipeline on the project in `root`: the filled-in fields are written into its
+    params.yaml (validated first, as `augdag run --set` does), then the augdag-pipeline flow runs.
+    An empty field keeps params.yaml's value.
+
+    Args:
+        root: the project folder (dvc.yaml, params.yaml)
+        dataset: ingest.source: a folder of images, one subfolder per class (relative to the project),
+            or fashion-mnist
+        seed: seed, the global seed
+        branches: strategy.<branch>: which augmentation branches run, and how many variants per sample
+        gate: quality.thresholds.<branch>.<check>: the quality gate's minimum scores, and the outlier filter
+        finetune: finetune: the fine-tune's settings
+        robustness: evaluate.robustness.enabled: FGSM/PGD accuracy on a test subset
+        extra: more overrides as KEY=VALUE, as `augdag run --set` takes them, e.g.
+            traditional.ops.rotation.degrees=20
+        workers: threads per stage
+        force: rerun stages even when DVC says they are up to date
+    """
+    from augdag.flows.pipeline import run_pipeline
+    from augdag.log import logger
+
+    overrides = pipeline_overrides(root, dataset, seed, branches, gate, finetune, robustness, extra)
+    logger().info("overrides: %s", " ".join(overrides) or "(none, params.yaml as it is)")
+    return run_pipeline(str(Path(root).resolve()), set_params=overrides or None, workers=workers, force=force)
+
+
+Strategy = Literal[tuple(compare.STRATEGIES)]
+
+
+@flow(name="augdag-ui-compare", log_prints=True)
+def compare_form(
+    root: str = ".",
+    strategies: Annotated[list[Strategy], Field(min_length=1)] = list(compare.COMPARISON),  # noqa: B008
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = list(compare.SEEDS),  # noqa: B008
+    baseline: Strategy = "none",
+    out: str = "data/compare",
+    force: bool = False,
+) -> dict:
+    """Compare augmentation strategies over seeds on top of the project's params.yaml (augdag compare).
+
+    Args:
+        root: the project folder (dvc.yaml, params.yaml)
+        strategies: strategies to compare (augdag/compare.py describes each)
+        seeds: seeds per strategy; each (strategy, seed) is one fine-tune of a few minutes
+        baseline: the strategy the paired differences are taken against
+        out: output folder, relative to the project
+        force: rerun every run even when a record with its params hash exists
+    """
+    from augdag.flows.compare import run_compare
+
+    return run_compare(str(Path(root).resolve()), strategies=list(strategies), seeds=list(seeds), out=out,
+                       baseline=baseline, force=force)
+
+
+def deployments(root: str | Path) -> list:
+    """The two deployments, with the project folder as the default `root`."""
+    from prefect.types.entrypoint import EntrypointType
+
+    root = str(Path(root).resolve())
+    # A module entrypoint: the served runs import augdag.flows.serve, whatever the current directory.
+    return [pipeline_form.to_deployment("local", parameters={"root": root}, entrypoint_type=EntrypointType.MODULE_PATH,
+                                        description=f"augdag pipeline on {root}"),
+            compare_form.to_deployment("local", parameters={"root": root}, entrypoint_type=EntrypointType.MODULE_PATH,
+                                       description=f"augdag strategy comparison on {root}")]
+
+
+# --------------------------------------------------------------------------------------------- server
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, port: int) -> str:
+    return (f"WARNING: the Prefect server listens on {host}:{port}, beyond this machine. Anyone who can reach "
+            f"that port can start flow runs that execute code and read data on this machine, and read every "
+            f"run, log and artifact: Prefect's open-source server has no authentication by default. Use it "
+            f"only on a network you trust, or behind a proxy that authenticates. For browsers on other "
+            f"machines, set PREFECT_UI_API_URL=http://<this machine's address>:{port}/api.")
+
+
+def check_host(host: str, expose: bool) -> None:
+    if not is_loopback(host) and not expose:
+        raise AugdagError(
+            f"--host {host} would make the Prefect server reachable from other machines; its API has no "
+            f"authentication, so anyone who reaches the port could run code and read data here. Keep the "
+            f"default 127.0.0.1, or add --expose if that is what you want.")
+
+
+def _local(host: str) -> str:
+    """Where this machine reaches a server bound to `host`."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def api_url(host: str, port: int) -> str:
+    return f"http://{_local(host)}:{port}/api"
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to SIGTERM the child when augdag dies, even by SIGKILL (PR_SET_PDEATHSIG).
+    Resolved here, in the parent: the child only calls a C function (no imports, no locks)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        prctl, sig = ctypes.CDLL(None, use_errno=True).prctl, int(signal.SIGTERM)
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, sig)
+
+
+def start_server(host: str = "127.0.0.1", port: int = 4200, timeout: float | None = None,
+                 stdout=None, stderr=None) -> subprocess.Popen:
+    """`prefect server start` in its own session (Ctrl-C reaches augdag, which then stops it), returned
+    once its health endpoint answers."""
+    if not _port_free(host, port):
+        raise AugdagError(f"port {port} on {host} is in use (another Prefect server?); pick one with --port")
+    url = api_url(host, port)
+    env = {**os.environ, "PREFECT_API_URL": url}  # the UI's API address, unless PREFECT_UI_API_URL says otherwise
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=_die_with_parent())
+    timeout = timeout or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AugdagError(f"prefect server exited with status {proc.returncode} while starting ({' '.join(cmd)})")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as res:
+                    if res.status == 200:
+                        return proc
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AugdagError(f"prefect server did not answer on {url}/health within {timeout:.0f} s")
+            time.sleep(0.5)
+    except BaseException:
+        stop_server(proc)
+        raise
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGINT (what Ctrl-C would send), then SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)  # the server's session: uvicorn and its service processes
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def serve_all(root: str | Path = ".", host: str = "127.0.0.1", port: int = 4200, expose: bool = False,
+              limit: int = 1) -> None:
+    """Start a Prefect server on host:port and serve both deployments against it until Ctrl-C (or
+    SIGTERM), then stop the server. `limit`: flow runs at a time (one: runs share params.yaml and
+    data/, and a fine-tune takes both cores)."""
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    check_host(host, expose)
+    if not is_loopback(host):
+        print(exposure_warning(host, port), file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # until serve(): still stop the server
+    proc = None
+    try:
+        print(f"augdag: starting the Prefect server on {host}:{port} ...", flush=True)
+        proc = start_server(host, port)
+        url = api_url(host, port)
+        os.environ["PREFECT_API_URL"] = url  # the served flow runs' subprocesses report here too
+        print(f"augdag: Prefect UI on {url[:-len('/api')]}; launch runs from Deployments "
+              f"({PIPELINE_DEPLOYMENT}, {COMPARE_DEPLOYMENT}); Ctrl-C stops the server and the deployments",
+              flush=True)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            serve(*deployments(root), limit=limit, pause_on_shutdown=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc is not None:
+            print("augdag: stopping the Prefect server", flush=True)
+            stop_server(proc)
