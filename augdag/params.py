@@ -391,6 +391,17 @@ def dotted_to_nested(pairs: list[str]) -> dict:
     return out
 
 
+def _represent_float(representer, value: float):
+    """Floats in a form YAML 1.1 readers (PyYAML, which reads params.yaml) take as floats: 1e-05 is a
+    string there, 1.0e-05 a float."""
+    text = repr(value)
+    if "e" in text and "." not in text.split("e")[0]:
+        text = text.replace("e", ".0e", 1)
+    elif text in ("inf", "-inf", "nan"):
+        text = {"inf": ".inf", "-inf": "-.inf", "nan": ".nan"}[text]
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
+
+
 def write_overrides(path: str | Path, overrides: dict) -> Params:
     """Validate `overrides` on top of params.yaml, then write them into it (comments kept)."""
     from ruamel.yaml import YAML
@@ -400,6 +411,7 @@ def write_overrides(path: str | Path, overrides: dict) -> Params:
     params = parse_params(deep_merge(current or {}, overrides), f"{path} (with overrides)")
     ry = YAML()
     ry.preserve_quotes = True
+    ry.representer.add_representer(float, _represent_float)
     doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else None
     if doc is None:
         doc = {}

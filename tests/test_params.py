@@ -55,3 +55,15 @@ def test_dotted_overrides_and_write_back_keep_comments(tmp_path):
     assert path.read_text() == before, "a rejected override must leave params.yaml untouched"
     with pytest.raises(ParamsError, match="KEY=VALUE"):
         dotted_to_nested(["finetune.steps"])
+
+
+def test_small_floats_are_written_back_as_floats(tmp_path):
+    """1e-05 is a string to a YAML 1.1 reader (PyYAML, as DVC and load_params read params.yaml)."""
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    write_overrides(path, dotted_to_nested(["finetune.lr=0.00001", "finetune.weight_decay=2e-7"]))
+    raw = yaml.safe_load(path.read_text())["finetune"]
+    assert raw["lr"] == 1e-05 and isinstance(raw["lr"], float)
+    assert raw["weight_decay"] == 2e-07 and isinstance(raw["weight_decay"], float)
