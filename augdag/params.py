@@ -5,6 +5,7 @@ A wrong key or value fails at once with the file, the dotted key, the value and 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -376,6 +377,9 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def dotted_to_nested(pairs: list[str]) -> dict:
     """`['traditional.ops.rotation.degrees=20']` -> nested dict, values parsed as YAML scalars."""
     out: dict = {}
@@ -387,7 +391,10 @@ def dotted_to_nested(pairs: list[str]) -> dict:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str) and value == raw.strip() and _NUMBER.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 2e-7 (no dot) as a string
+        node[parts[-1]] = value
     return out
 
 
