@@ -8,8 +8,8 @@ FMNIST := /usr/share/datasets/fashion-mnist
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
        GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 
-.PHONY: setup demo test data clean-data
-setup: $(VENV)/.installed data
+.PHONY: setup demo test data chromium clean-data
+setup: $(VENV)/.installed data chromium
 
 # torch and torchvision first, pinned to the builds that lie on this machine's disk (see README).
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -27,6 +27,17 @@ data:
 	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else \
 	  mkdir -p .cache/debs && cd .cache && apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb debs; \
+	fi
+
+# Debian's chromium, for the report's browser test (tests/test_report.py): installed as root; otherwise
+# that one test is skipped with the reason (CI runs as root, so it runs there).
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null; \
+	else \
+	  echo "note: chromium is not installed and installing it needs root (sudo apt-get install chromium);" \
+	       "the report's browser test will be skipped"; \
 	fi
 
 demo: setup

@@ -1,0 +1,298 @@
+"""The HTML report: every section on a tiny real run, missing and failed parts, no run at all, the lineage
+index, and the page opened in headless Chromium (screenshot, no console errors, the lineage search)."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augdag import lineage
+from augdag.params import deep_merge, parse_params
+from augdag.storage import read_manifest
+from augdag.tasks import STAGES, UPSTREAM, run_stage
+from augdag.tasks import report
+from conftest import REPO, SMALL
+
+OVER = deep_merge(SMALL, {
+    # the generative branch off: its VAE and feature statistics cost more than the rest (and "off" is a status)
+    "strategy": {"traditional": {"enabled": True, "multiplier": 2}, "generative": {"enabled": False}},
+    "traditional": {"ops": {"gaussian_noise": {"p": 0.5, "std": [0.15, 0.2]}}},  # some samples fail the gate
+    "finetune": {"pretrained": False, "steps": 4, "eval_every": 2,
+                 "sampling": {"mode": "dynamic", "every": 2, "feedback_batch": 4}},
+    "evaluate": {"robustness": {"enabled": True, "epsilons": [0.05], "attacks": ["fgsm", "pgd"], "pgd_steps": 1,
+                                "n_samples": 6}},
+})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Every stage once on a tiny slice (no pretrained weights, a 6-image robustness check), then the report."""
+    root = tmp_path_factory.mktemp("report")
+    p = parse_params(OVER)
+    for stage in STAGES:
+        run_stage(stage, p, root)
+    return root, p
+
+
+def _copy(project, tmp_path) -> Path:
+    root, _ = project
+    shutil.copytree(root / "data", tmp_path / "data")
+    return tmp_path
+
+
+def _section(page: str, sid: str) -> str:
+    start = page.index(f'<section id="{sid}">')
+    return page[start:page.index("</section>", start)]
+
+
+def _statuses(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<g class="dag-node" data-stage="(\w+)" data-status="([^"]+)"', page))
+
+
+def _index(page: str) -> dict:
+    m = re.search(r"<script type='application/json' id='lineage-index'>(.*?)</script>", page, re.S)
+    return json.loads(m.group(1))
+
+
+EXTERNAL = re.compile(r"""(?:src|href|action|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+def test_every_section_renders_from_a_real_run(project):
+    root, p = project
+    page = (root / "data" / "report" / "report.html").read_text(encoding="utf-8")
+    assert page == report.render(p, root), "the page is deterministic for the same outputs"
+    assert not EXTERNAL.search(page), "no external resource at all"
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    # DAG: one box per stage, one edge per UPSTREAM pair, every stage ran; no timings were recorded
+    assert _statuses(page) == {**{s: "ran" for s in STAGES[:-1]}, "generative": "off", "report": "this page"}
+    edges = set(re.findall(r'class="dag-edge" data-from="(\w+)" data-to="(\w+)"', page))
+    assert edges == {(u, s) for s in STAGES for u in UPSTREAM[s]}
+    assert set(re.findall(r'class="timing"[^>]*>([^<]*)<', page)) == {"–"}
+    assert "missing:" not in page.replace("missing: run augdag compare", "")
+    assert "No run exists yet" not in page and "could not render" not in page
+    # dataset: classes, split counts per class, one thumbnail per class
+    ds = _section(page, "dataset")
+    classes = json.loads((root / "data" / "ingest" / "classes.json").read_text())["classes"]
+    assert len(classes) == 10 and all(f">{c}<" in ds for c in classes)
+    assert ds.count('<img class="thumb" src="data:image/png;base64,') == 10
+    assert ds.count("<td>2</td><td>1</td><td>3</td>") == 10  # train / val / test per class (SMALL)
+    # gate: table, histograms, kept and rejected grids
+    gate = _section(page, "gate")
+    rejected = read_manifest(root / "data" / "quality", "rejected.parquet")
+    assert "gate-table" in gate and 'aria-label="psnr"' in gate and "traditional: rejected" in gate
+    assert len(rejected) and f'alt="{rejected.sample_id.iloc[0]}"' in gate
+    # training: curve, source weights trajectory (dynamic: one update) and the feedback table
+    tr = _section(page, "training")
+    assert 'aria-label="training curve"' in tr and 'aria-label="sampling weights"' in tr
+    assert "feedback-table" in tr and "sampling <b>dynamic</b>" in tr
+    # evaluation: headline, per-class accuracy, shaded confusion matrix summing to n_test, robustness per eps
+    ev = _section(page, "evaluation")
+    metrics = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
+    assert f"{metrics['accuracy']:.4f}" in ev and ev.count("<tr><th class='left'>") == 10 + 10
+    cells = re.findall(r"<td class='cm' style='background:rgba[^']*'>(\d+)</td>", ev)
+    assert len(cells) == 100 and sum(map(int, cells)) == metrics["n_test"] == 30
+    rob = ev[ev.index("id='robustness'"):]
+    assert "<th>FGSM</th>" in rob and "<th>PGD</th>" in rob and "ε 0.05" in rob
+    assert f"{metrics['robustness']['fgsm']['0.05']:.3f}" in rob
+    assert "missing: run augdag compare" in _section(page, "comparison")
+
+
+def test_weights_series_match_the_sources(project):
+    root, _ = project
+    page = (root / "data" / "report" / "report.html").read_text(encoding="utf-8")
+    rows = [ln.split(",") for ln in (root / "data" / "finetune" / "weights.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "source", "weight", "feedback"]
+    weights = list(dict.fromkeys(f"w_{r[1]}" for r in rows[1:]))
+    svg = re.search(r'<svg[^>]*aria-label="sampling weights".*?</svg>', page, re.S).group(0)
+    assert svg.count("<polyline") == len(weights) >= 2
+    assert all(f">{k}</text>" in svg for k in weights)
+
+
+def test_lineage_index_holds_merged_samples_and_their_ancestors(project):
+    root, _ = project
+    page = (root / "data" / "report" / "report.html").read_text(encoding="utf-8")
+    idx = _index(page)
+    samples = idx["samples"]
+    merged = read_manifest(root / "data" / "merge")
+    rejected = read_manifest(root / "data" / "quality", "rejected.parquet")
+    assert len(merged) < report.LINEAGE_SAMPLES and len(rejected) < report.LINEAGE_REJECTED
+    assert set(merged.sample_id) | set(rejected.sample_id) <= set(samples)
+    assert idx["merged_indexed"] == idx["merged_total"] == len(merged)
+    assert f"{len(merged)} of {len(merged)}</b> merged samples" in page
+    assert all(pid in samples for s in samples.values() for pid in s["parents"]), "ancestors are indexed"
+    for sid in (merged[merged.branch == b].sample_id.iloc[0] for b in ("traditional", "mix")):
+        chain = lineage.chain(root, sid)  # what `augdag lineage` prints
+        shown, frontier = [], [sid]
+        while frontier:
+            x = frontier.pop(0)
+            if x not in shown:
+                shown.append(x)
+                frontier.extend(samples[x]["parents"])
+        assert shown == [r["sample_id"] for r in chain]
+        for r in chain:
+            e = samples[r["sample_id"]]
+            assert (e["stage"], e["branch"], e["label"]) == (r["stage"], r["branch"], r["label"])
+            assert e["params"] == report._plain(r["op_params"])  # the exact applied params (big ints as strings)
+            assert e["img"].startswith("data:image/png;base64,") and r["content_hash"].startswith(e["hash"])
+            if r["seed"] is not None:
+                assert e["seed"] == str(r["seed"]), "63-bit seeds travel as strings, JavaScript would round them"
+    mix = samples[merged[merged.branch == "mix"].sample_id.iloc[0]]
+    assert len(mix["parents"]) == 2 and abs(sum(mix["soft"]) - 1) < 1e-3 and "lam" in mix["params"]
+    assert mix["gate"] == "kept" and "label_prob" in mix["scores"] and mix["weight"] > 0
+    rej = samples[rejected.sample_id.iloc[0]]
+    assert rej["gate"] == "rejected" and rej["reason"] == rejected.gate_reason.iloc[0] and "weight" not in rej
+    assert samples[mix["parents"][0]]["gate"] == "raw, not gated"
+    assert "</script" not in page[page.index("id='lineage-index'"):].split("</script>")[0]
+
+
+def test_lineage_index_is_capped_and_says_so(project, monkeypatch):
+    root, _ = project
+    monkeypatch.setattr(report, "LINEAGE_SAMPLES", 5)
+    monkeypatch.setattr(report, "LINEAGE_REJECTED", 1)
+    idx = report.lineage_index(root)
+    merged = read_manifest(root / "data" / "merge")
+    assert idx["merged_indexed"] == 5 and idx["merged_total"] == len(merged) and idx["rejected_indexed"] == 1
+    assert {idx["samples"][s]["branch"] for s in idx["examples"].values()} >= {"raw", "traditional", "mix"}, \
+        "round robin over sources: every branch is searchable"
+    page = "\n".join(report._lineage(idx))
+    assert f"<b id='lineage-count'>5 of {len(merged)}</b>" in page and "1 of " in page
+
+
+def test_missing_stages_are_marked_missing(project, tmp_path):
+    root = _copy(project, tmp_path)
+    _, p = project
+    for stage in ("finetune", "evaluate"):
+        shutil.rmtree(root / "data" / stage)
+    page = report.render(p, root)
+    assert _statuses(page)["finetune"] == "missing" and _statuses(page)["evaluate"] == "missing"
+    assert "Not run yet</b>: finetune, evaluate" in page
+    assert "missing: run the finetune stage" in _section(page, "training")
+    assert "missing: run the evaluate stage" in _section(page, "evaluation")
+    assert "lineage-index" in page and "No run exists yet" not in page  # the rest is intact
+
+
+def test_failed_or_incomplete_stages_are_marked(project, tmp_path):
+    root = _copy(project, tmp_path)
+    _, p = project
+    (root / "data" / "merge" / "summary.json").unlink()  # a folder without summary.json
+    (root / "data" / ".quality.tmp-4242").mkdir()  # what an interrupted atomic write leaves
+    shutil.rmtree(root / "data" / "traditional" / "shards")  # an output whose images are gone
+    (root / "data" / "finetune" / "summary.json").write_text('{"steps": 4, "sampl')  # a truncated summary
+    page = report.render(p, root)
+    st = _statuses(page)
+    assert st["merge"] == st["quality"] == st["finetune"] == "failed or incomplete" and st["ingest"] == "ran"
+    row = page[page.index("<tr data-stage='quality'>"):]
+    assert ".quality.tmp-4242" in row[:row.index("</tr>")]
+    assert "Failed or incomplete stages</b>: quality, merge, finetune" in page
+    gate = _section(page, "gate")
+    assert "could not render this part: DataError" in gate and "shard named in the manifest is missing" in gate
+    assert "could not build the lineage index" in _section(page, "lineage")
+    assert "could not render this part: JSONDecodeError" in _section(page, "training")
+    assert "id='confusion'" in page and "id='dataset-table'" in page, "the other parts still render"
+
+
+def test_recorded_timings_and_failures_are_shown(project, tmp_path):
+    root = _copy(project, tmp_path)
+    _, p = project
+    s = json.loads((root / "data" / "strategy" / "summary.json").read_text())
+    (root / "data" / "strategy" / "summary.json").write_text(json.dumps({**s, "timings": {"total": 12.5}}))
+    rec = root / "data" / "validation" / "timings"
+    rec.mkdir(parents=True, exist_ok=True)
+    (rec / "finetune.json").write_text(json.dumps({"seconds": 75.0, "ok": True, "error": None}))
+    (rec / "merge.json").write_text(json.dumps({"seconds": 1.0, "ok": False, "error": "ExpectationFailed: class_balance"}))
+    shutil.rmtree(root / "data" / "evaluate")  # dvc repro removes a stage's outputs before running it
+    (rec / "evaluate.json").write_text(json.dumps({"seconds": 2.0, "ok": False, "error": "ModelError: cannot load"}))
+    page = report.render(p, root)
+    assert _statuses(page)["evaluate"] == "failed" and "ModelError: cannot load); no output" in page
+    node = lambda s: re.search(rf'data-stage="{s}" data-status="[^"]+">.*?</g>', page).group(0)  # noqa: E731
+    assert ">12.5 s</text>" in node("strategy") and ">1.2 min</text>" in node("finetune") and ">–</text>" in node("ingest")
+    assert _statuses(page)["merge"] == "failed" and "ExpectationFailed: class_balance" in page
+    assert "<span class='timing'>12.5 s</span>" in page
+
+
+def test_report_before_any_run_says_so(tmp_path, capsys):
+    from augdag.cli import main
+
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    assert main(["-C", str(tmp_path), "stage", "report"]) == 0
+    page = (tmp_path / "data" / "report" / "report.html").read_text(encoding="utf-8")
+    assert "No run exists yet" in page and "augdag run" in page
+    assert _statuses(page) == {**{s: "missing" for s in STAGES[:-1]}, "report": "this page"}
+    for sid, stage in (("dataset", "ingest"), ("gate", "quality"), ("training", "finetune"), ("evaluation", "evaluate")):
+        assert f"missing: run the {stage} stage" in _section(page, sid)
+    assert "missing: run the pipeline" in _section(page, "lineage") and "<script>" not in page
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------- Chromium
+
+CHROMIUM = shutil.which("chromium")
+
+
+def _need_chromium():
+    if CHROMIUM:
+        return
+    if os.geteuid() == 0:  # CI runs as root: make setup installs it there, so its absence is a failure
+        pytest.fail("chromium is not installed: run `make setup` (installs Debian's chromium package as root)")
+    pytest.skip("Debian's chromium package is not installed and installing it needs root "
+                "(sudo apt-get install chromium, or make setup as root)")
+
+
+def _chromium(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[str, list[str]]:
+    """Run headless Chromium offline; (stdout, console lines from its log). Kills its whole group on a timeout."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+           "--enable-logging=stderr", "--v=0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    return out, [ln for ln in err.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
+
+
+@pytest.mark.slow
+def test_report_in_headless_chromium(project, tmp_path):
+    _need_chromium()
+    root, _ = project
+    page = root / "data" / "report" / "report.html"
+    merged = read_manifest(root / "data" / "merge")
+    sid = merged[merged.branch == "mix"].sample_id.iloc[0]
+    parents = list(merged[merged.sample_id == sid].parent_ids.iloc[0])
+    url = f"{page.as_uri()}#sample={report._frag(sid)}"
+
+    shot = tmp_path / "report.png"
+    _, console = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,3000", url)
+    assert console == [], console
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (3000, 1200) and img.std() > 10, "the screenshot is not blank"
+    assert (img < 128).mean() > 0.01, "there is dark content (text, thumbnails, plots) on the page"
+
+    dom, console = _chromium(tmp_path, "--dump-dom", url)
+    assert console == [], console
+    assert 'data-lineage="ready"' in dom, "the lineage script ran"
+    for key in ("dag-svg", "stage-table", "dataset-table", "gate-table", "class-accuracy", "confusion", "robustness",
+                "lineage-q", "lineage-out"):
+        assert f'id="{key}"' in dom, key
+    out = dom[dom.index('id="lineage-out"'):]
+    assert out.startswith('id="lineage-out" data-state="shown"')
+    shown = re.findall(r'class="lin-node" data-id="([^"]+)"', out)
+    assert shown[0] == sid and set(parents) <= set(shown), shown
+    assert out.count('<img class="thumb" src="data:image/png;base64,') == 1 + len(parents)
+    assert "lam=" in out and "gate: raw, not gated" in out
+
+    dom, console = _chromium(tmp_path, "--dump-dom", f"{page.as_uri()}#sample=no-such-sample")
+    assert console == [], console
+    assert 'data-state="not-found"' in dom and "sample no-such-sample not found" in dom
