@@ -34,5 +34,24 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
         from augdag.errors import AugdagError
 
         raise AugdagError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+    import time
+
     module = importlib.import_module(f"augdag.tasks.{name}")
-    return module.run(params, Path(root), **runtime)
+    t0 = time.monotonic()
+    try:
+        summary = module.run(params, Path(root), **runtime)
+    except BaseException as err:
+        _record_timing(Path(root), name, time.monotonic() - t0, f"{type(err).__name__}: {err}")
+        raise
+    _record_timing(Path(root), name, time.monotonic() - t0, None)
+    return summary
+
+
+def _record_timing(root: Path, name: str, seconds: float, error: str | None) -> None:
+    """data/validation/timings/<stage>.json for the report: ignored by git and DVC (not a stage output,
+    so the outputs stay byte-identical between runs and routes)."""
+    from augdag.storage import write_json
+
+    folder = out_dir(root, "validation") / "timings"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"{name}.json", {"seconds": round(seconds, 3), "ok": error is None, "error": error})
