@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from augdag import mixing
 from augdag.adversarial import fgsm, soft_ce
 from augdag.errors import DataError
-from augdag.log import logger
+from augdag.log import Progress, logger
 from augdag.models import build_model, normalize, preprocess, to_unit
 from augdag.params import Params
 from augdag.seeding import derive_seed, rng
@@ -167,6 +167,7 @@ def run(p: Params, root: Path, **_) -> dict:
 
     sampler.record(0)
     curve, running, t0 = [], [], time.monotonic()
+    progress = Progress("finetune", fp.steps, every=10.0, quiet_below=0)
     for step in range(1, fp.steps + 1):
         model.train()
         idx = torch.multinomial(sampler.weights(), fp.batch_size, replacement=True, generator=gen)
@@ -187,6 +188,7 @@ def run(p: Params, root: Path, **_) -> dict:
         loss.backward()
         opt.step()
         running.append(loss.item())
+        progress.update()
         if fp.sampling.mode == "dynamic" and step % fp.sampling.every == 0 and step < fp.steps:
             fb = sampler.update(model, x, y, xv, yv, fp.image_size, step)
             log.info("finetune: step %d source weights %s (feedback %s)", step,

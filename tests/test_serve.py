@@ -87,14 +87,12 @@ def test_only_loopback_hosts_without_expose():
 
 
 def test_cli_refuses_a_public_host_without_expose(tmp_path):
-    t0 = time.monotonic()
     res = run(["augdag", "-C", str(REPO), "server", "--host", "0.0.0.0", "--port", str(free_port())], tmp_path,
               check=False, env={"PREFECT_HOME": str(tmp_path / "home")}, timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "--host 0.0.0.0" in res.stderr and "--expose" in res.stderr and "no authentication" in res.stderr
     assert "Traceback" not in res.stderr and "starting the Prefect server" not in res.stdout
     assert not list((tmp_path / "home").glob("*.db"))  # no server ever started
-    assert time.monotonic() - t0 < 60
 
 
 # ----------------------------------------------------------------------------------- a served project
@@ -183,7 +181,8 @@ def served(tmp_path_factory):
     try:
         with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
             deadline = time.monotonic() + STARTUP_S
-            while not (health(port) and asyncio.run(_deployment_ready(serve.PIPELINE_DEPLOYMENT))):
+            while not (health(port) and all(asyncio.run(_deployment_ready(d))
+                                            for d in (serve.PIPELINE_DEPLOYMENT, serve.COMPARE_DEPLOYMENT))):
                 assert proc.poll() is None, f"augdag server exited ({proc.returncode}):\n{s.tail()}"
                 assert time.monotonic() < deadline, f"not served within {STARTUP_S} s:\n{s.tail()}"
                 time.sleep(2)
@@ -318,6 +317,15 @@ def test_stage_tables_report_link_and_logs_reach_prefect(served, pipeline_run):
     text = "\n".join(lg.message for lg in logs)
     for line in ("finetune: step 2/2", "quality: {", "traditional: "):  # stage code's own log lines
         assert line in text, line
+
+    async def progress():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["augdag-finetune-progress", "augdag-ingest-progress"])))
+
+    done = {a.key: a for a in asyncio.run(progress()) if a.flow_run_id in parents}
+    assert set(done) == {"augdag-finetune-progress", "augdag-ingest-progress"}  # long steps show a progress bar
+    assert all(a.type == "progress" and float(a.data) == 100.0 for a in done.values())
 
 
 @pytest.mark.slow
