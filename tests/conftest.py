@@ -51,6 +51,7 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides or {}), sort_keys=False))
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's plot templates
     run(["dvc", "config", "core.analytics", "false"], dest)
     run(["dvc", "config", "core.check_update", "false"], dest)
     return dest

@@ -218,12 +218,16 @@ def test_outputs_are_consistent_and_self_contained(tmp_path):
 def test_report_has_a_strategy_comparison_section(tmp_path):
     from augdag.tasks.report import render
 
+    def comparison_section(page: str) -> str:
+        return page.split('<section id="comparison">')[1].split("</section>")[0]
+
     p = parse_params({})
-    assert '<h2>Strategy comparison</h2><p class="missing">missing: run augdag compare</p>' in render(p, tmp_path)
+    before = comparison_section(render(p, tmp_path))
+    assert "<h2>Strategy comparison</h2>" in before and '<p class="missing">missing: run augdag compare</p>' in before
     compare.write_outputs(tmp_path / "data" / "compare", RECORDS)
     page = render(p, tmp_path)
     assert "missing: run augdag compare" not in page
-    section = page.split("<h2>Strategy comparison</h2>")[1].split("<h2>")[0]
+    section = comparison_section(page)
     assert "Best on validation: <b>mix</b>" in section and "<th>trad</th>" in section and "<svg" in section
 
 
