@@ -17,7 +17,6 @@ import html
 import io
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Iterable
 
 from augdag.errors import AugdagError
 from augdag.params import Params, deep_merge, parse_params
+from augdag.storage import read_json, write_json, write_text
 
 # --- strategies -----------------------------------------------------------------------------------
 
@@ -131,10 +131,6 @@ def _absolute_paths(params: Params, base_dir: Path) -> Params:
     return parse_params(d)
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def run_one(params: Params, strategy: str, seed: int, workdir: str | Path, base_dir: str | Path | None = None) -> dict:
     """Run ingest..evaluate for one (strategy, seed) in a scratch folder under `workdir`, return its record
     and delete the scratch data. `base_dir` is where relative paths in the params point (the project)."""
@@ -161,11 +157,11 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
                        seconds: float) -> dict:
     """The record of a finished run from its folder (data/evaluate, data/finetune, data/quality)."""
     data = Path(root) / "data"
-    metrics = _read_json(data / "evaluate" / "metrics.json")
+    metrics = read_json(data / "evaluate" / "metrics.json")
     if metrics is None:
         raise AugdagError(f"{data / 'evaluate' / 'metrics.json'}: missing; the run did not finish")
-    final = _read_json(data / "finetune" / "summary.json") or {}
-    gate = _read_json(data / "quality" / "summary.json") or {}
+    final = read_json(data / "finetune" / "summary.json") or {}
+    gate = read_json(data / "quality" / "summary.json") or {}
     pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
                  if v.get("in")}
     return {"strategy": strategy, "seed": seed, "params_hash": h,
@@ -177,13 +173,6 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
 
 def record_path(out: str | Path, strategy: str, seed: int, h: str) -> Path:
     return Path(out) / "runs" / f"{strategy}-seed{seed}-{h[:12]}.json"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def cached(out: str | Path, strategy: str, seed: int, params: Params) -> dict | None:
@@ -206,7 +195,7 @@ def run_cached(params: Params, strategy: str, seed: int, out: str | Path, base_d
         if rec is not None:
             return rec, False
     rec = run_one(params, strategy, seed, Path(out) / "work", base_dir)
-    _atomic_write(record_path(out, strategy, seed, rec["params_hash"]), json.dumps(rec, indent=2, sort_keys=True) + "\n")
+    write_json(record_path(out, strategy, seed, rec["params_hash"]), rec)
     try:
         (Path(out) / "work").rmdir()  # only when empty: another process may be running there
     except OSError:
@@ -424,9 +413,9 @@ def write_outputs(out: str | Path, records: list[dict], baseline: str = "none") 
     out = Path(out)
     agg = aggregate(records, baseline)
     picture = svg(agg, records)
-    _atomic_write(out / "comparison.json", json.dumps(metrics_dict(agg), indent=2) + "\n")
-    _atomic_write(out / "comparison.csv", runs_csv(records))
-    _atomic_write(out / "comparison.md", markdown(agg))
-    _atomic_write(out / "comparison.svg", picture + "\n")
-    _atomic_write(out / "comparison.html", html_page(agg, records, picture))
+    write_text(out / "comparison.json", json.dumps(metrics_dict(agg), indent=2) + "\n")
+    write_text(out / "comparison.csv", runs_csv(records))
+    write_text(out / "comparison.md", markdown(agg))
+    write_text(out / "comparison.svg", picture + "\n")
+    write_text(out / "comparison.html", html_page(agg, records, picture))
     return agg

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from augdag import compare
+from augdag.storage import write_json
 
 
 def import_folder(src: Path, bench_name: str, extra: dict, target: str, out: Path, seeds: list[int]) -> list[str]:
@@ -43,7 +44,7 @@ def import_folder(src: Path, bench_name: str, extra: dict, target: str, out: Pat
             raise SystemExit(f"{folder}: its params differ from {target!r} seed {seed}; not imported")
         row = rows.get((bench_name, seed), {})
         rec = compare.record_from_folder(folder, target, seed, h, row.get("stage_seconds", {}), row.get("seconds"))
-        compare._atomic_write(compare.record_path(out, target, seed, h), json.dumps(rec, indent=2, sort_keys=True) + "\n")
+        write_json(compare.record_path(out, target, seed, h), rec)
         done.append(f"{target} seed {seed} <- {folder} (test {rec['test_accuracy']:.4f}, val {rec['val_accuracy']})")
     return done
 

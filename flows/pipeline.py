@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from augdag import dvcops
 from augdag.log import logger
 from augdag.params import SOURCES, Params, dotted_to_nested, load_params, write_overrides
+from augdag.storage import try_read_json
 from augdag.tasks import STAGES, UPSTREAM, run_stage
 
 
@@ -29,13 +30,6 @@ def _artifact(name: str, status: str, summary: dict, seconds: float) -> None:
     rows = "\n".join(f"| {k} | {json.dumps(v) if isinstance(v, (dict, list)) else v} |" for k, v in summary.items())
     md = f"### {name}: {status} in {seconds:.1f} s\n\n| key | value |\n|---|---|\n{rows}\n"
     create_markdown_artifact(md, key=f"augdag-{name}", description=f"augdag stage {name}")
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _num(v):
@@ -51,7 +45,7 @@ def figures(name: str, root: Path) -> list[dict] | None:
     """A stage's quality figures as table rows, read from its outputs (so a skipped stage still shows the
     figures of the outputs it kept); None for a stage without any."""
     folder = root / "data" / name
-    summary = _read(folder / "summary.json")
+    summary = try_read_json(folder / "summary.json")
     if summary is None:
         return None
     if name == "quality":
@@ -71,7 +65,7 @@ def figures(name: str, root: Path) -> list[dict] | None:
                  for src, w in sampling.get("final_weights", {}).items()]
         return rows
     if name == "evaluate":
-        metrics = _read(folder / "metrics.json") or summary
+        metrics = try_read_json(folder / "metrics.json") or summary
         rows = [{"figure": k, "value": _num(metrics[k])} for k in ("accuracy", "macro_f1", "n_test") if k in metrics]
         rob = metrics.get("robustness")
         if rob:
@@ -92,7 +86,7 @@ def _report_link(root: Path) -> None:
     page = root / "data" / "report" / "report.html"
     if not page.exists():
         return
-    metrics = _read(root / "data" / "evaluate" / "metrics.json") or {}
+    metrics = try_read_json(root / "data" / "evaluate" / "metrics.json") or {}
     line = (f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}\n\n"
             if "accuracy" in metrics and "macro_f1" in metrics else "")
     # Browsers may not follow a file:// link from an http:// page: the path is there to copy as well.

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from augdag.params import Params
-from augdag.storage import MANIFEST, StageData, atomic_dir, read_manifest
+from augdag.storage import MANIFEST, StageData, atomic_dir, read_json, read_manifest, try_read_json
 from augdag.tasks import STAGES, UPSTREAM, out_dir
 
 # The lineage index holds up to this many merged samples (taken round robin over the sources, so every
@@ -63,18 +63,6 @@ def _png(arr: np.ndarray) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _read(path: Path):
-    """_json that never raises: None for a file that is absent or unreadable (the status code reads it too)."""
-    try:
-        return _json(path)
-    except (OSError, ValueError):
-        return None
 
 
 def _missing(what: str) -> str:
@@ -197,7 +185,7 @@ def _timing(root: Path, stage: str, summary) -> tuple[float | None, str]:
         nums = {k: float(v) for k, v in t.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         total = nums.get("total", nums.get("seconds", sum(nums.values()) if nums else None))
         return total, ", ".join(f"{k} {_secs(v)}" for k, v in nums.items()) if len(nums) > 1 else ""
-    rec = _read(Path(root, "data", *TIMINGS, f"{stage}.json"))
+    rec = try_read_json(Path(root, "data", *TIMINGS, f"{stage}.json"))
     if isinstance(rec, dict) and isinstance(rec.get("seconds"), (int, float)):
         return float(rec["seconds"]), ""
     return None, ""
@@ -215,14 +203,14 @@ def stage_status(root: Path, stage: str) -> tuple[str, str]:
         return "this page", ""
     folder = out_dir(root, stage)
     left = _leftovers(root, stage)
-    rec = _read(Path(root, "data", *TIMINGS, f"{stage}.json"))
+    rec = try_read_json(Path(root, "data", *TIMINGS, f"{stage}.json"))
     if (folder / "summary.json").exists():
         if left:
             return "failed or incomplete", (f"an interrupted write left {left[0]}; what is shown is the last complete "
                                             "output")
         if isinstance(rec, dict) and rec.get("ok") is False:
             return "failed", f"the last run failed ({rec.get('error') or 'no message'}); what is shown is an earlier output"
-        summary = _read(folder / "summary.json")
+        summary = try_read_json(folder / "summary.json")
         if summary is None:
             return "failed or incomplete", "its summary.json cannot be read"
         return ("off", "branch disabled in params (strategy)") if isinstance(summary, dict) and summary.get("enabled") is False \
@@ -294,7 +282,7 @@ def _stages(root: Path, status: dict, timing: dict, detail: dict) -> list[str]:
            "<table id='stage-table'><tr><th>stage</th><th>status</th><th>time</th><th>summary</th></tr>"]
     for s in STAGES:
         st, note = status[s]
-        summary = _read(out_dir(root, s) / "summary.json") if s != "report" else None
+        summary = try_read_json(out_dir(root, s) / "summary.json") if s != "report" else None
         text = json.dumps(summary, sort_keys=True)
         cell = ("" if s == "report" else '<span class="missing">missing</span>' if summary is None
                 else f"<code>{html.escape(text)}</code>" if len(text) <= 240
@@ -310,7 +298,7 @@ def _stages(root: Path, status: dict, timing: dict, detail: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------ dataset
 
 def _classes(root: Path) -> list[str] | None:
-    c = _json(out_dir(root, "ingest") / "classes.json")
+    c = read_json(out_dir(root, "ingest") / "classes.json")
     return list(c["classes"]) if c else None
 
 
@@ -346,7 +334,7 @@ SCORE_NAMES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
 def _quality(root: Path, n: int, linked: frozenset) -> list[str]:
     """Gate section: pass rate per branch and check, score histograms, kept and rejected grids."""
     folder = out_dir(root, "quality")
-    summary = _json(folder / "summary.json")
+    summary = read_json(folder / "summary.json")
     if summary is None or not (folder / "manifest.parquet").exists():
         return [_missing("run the quality stage")]
     kept = read_manifest(folder)
@@ -410,7 +398,7 @@ def _csv(path: Path) -> list[dict]:
 
 def _training(root: Path) -> list[str]:
     folder = out_dir(root, "finetune")
-    summary = _json(folder / "summary.json")
+    summary = read_json(folder / "summary.json")
     if summary is None and not (folder / "curve.csv").exists():
         return [_missing("run the finetune stage")]
     out = []
@@ -463,7 +451,7 @@ def _shade(frac: float) -> str:
 
 def _evaluation(root: Path) -> list[str]:
     folder = out_dir(root, "evaluate")
-    metrics = _json(folder / "metrics.json")
+    metrics = read_json(folder / "metrics.json")
     if not metrics:
         return [_missing("run the evaluate stage")]
     out = [f"<p id='headline'>accuracy <b>{metrics['accuracy']:.4f}</b>, macro-F1 <b>{metrics['macro_f1']:.4f}</b> on "
@@ -474,7 +462,7 @@ def _evaluation(root: Path) -> list[str]:
     out.append("<h3>Accuracy per class</h3><table id='class-accuracy'><tr><th>class</th><th>accuracy</th><th></th></tr>" + "".join(
         f"<tr><th class='left'>{html.escape(c)}</th><td>{a:.3f}</td><td style='width:160px'><div style='background:#1f77b4;"
         f"height:10px;width:{160 * a:.0f}px'></div></td></tr>" for c, a in per.items()) + "</table>")
-    conf = _json(folder / "confusion.json")
+    conf = read_json(folder / "confusion.json")
     if conf:
         mat = np.asarray(conf["matrix"], dtype=float)
         rows = np.maximum(mat.sum(1, keepdims=True), 1)
@@ -504,7 +492,7 @@ def _evaluation(root: Path) -> list[str]:
 def _comparison(root: Path) -> list[str]:
     """Strategy comparison (augdag compare): mean and 95% CI per strategy, from data/compare/."""
     folder = Path(root) / "data" / "compare"
-    data = _json(folder / "comparison.json")
+    data = read_json(folder / "comparison.json")
     if not data or not data.get("strategies"):
         return ['<p class="missing">missing: run augdag compare</p>']
     b = data.get("baseline", "none")
@@ -760,7 +748,7 @@ def render(p: Params, root: Path) -> str:
     status = {s: stage_status(root, s) for s in STAGES}
     timing, detail = {}, {}
     for s in STAGES:
-        summary = _read(out_dir(root, s) / "summary.json") if s != "report" else None
+        summary = try_read_json(out_dir(root, s) / "summary.json") if s != "report" else None
         timing[s], detail[s] = _timing(root, s, summary)
     any_run = any(st != "missing" for s, (st, _) in status.items() if s != "report")
     n = p.report.grid_samples
@@ -788,7 +776,7 @@ def render(p: Params, root: Path) -> str:
         if missing:
             out.append(f"<p class='banner' id='missing-stages'><b>Not run yet</b>: {', '.join(missing)}; their parts are "
                        "marked missing.</p>")
-        metrics = _read(out_dir(root, "evaluate") / "metrics.json")
+        metrics = try_read_json(out_dir(root, "evaluate") / "metrics.json")
         try:
             out.append(f"<p>Test accuracy <b>{metrics['accuracy']:.4f}</b>, macro-F1 <b>{metrics['macro_f1']:.4f}</b>.</p>")
         except (TypeError, KeyError, ValueError):
