@@ -60,7 +60,7 @@ def _param(key: str, description: str | None = None) -> Any:
         model = model.model_fields[part].annotation
     info = model.model_fields[parts[-1]]
     text = description or info.description
-    desc = f"{key}{': ' + text if text else ''} (empty: keep params.yaml's value)"
+    desc = f"{key}{': ' + text if text else ''} (None: keep params.yaml's value; pick the type to set one)"
     return Annotated[Optional[info.annotation], Field(description=desc), *info.metadata, _Key(key)]
 
 
