@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
        GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 
-.PHONY: setup demo test data chromium clean-data
+.PHONY: setup demo test data chromium clean-data bench-setup
 setup: $(VENV)/.installed data chromium
 
 # torch and torchvision first, pinned to the builds that lie on this machine's disk (see README).
@@ -45,6 +45,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The benchmarks' extra dependencies (Albumentations and OpenCV, for bench/traditional.py), pinned by the lock.
+bench-setup: setup
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,bench]'
 
 clean-data:
 	rm -rf data

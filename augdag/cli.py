@@ -68,18 +68,30 @@ def main(argv: list[str] | None = None) -> int:
     except AugdagError as err:
         print(f"augdag: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        from augdag.storage import _out_of_space
+
+        if not _out_of_space(err):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"augdag: error: {where}cannot write: {err.strerror or err} (disk full?). Outputs are replaced "
+              "only once complete, so the previous ones are kept.", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args, root: Path) -> int:
+    from augdag import runlock
     from augdag.params import load_params
 
     if args.cmd == "run":
-        from augdag.flows.pipeline import run_pipeline
-
         overrides = list(args.set_params)
         if args.dataset:
             overrides.append(f"ingest.source={Path(args.dataset).resolve()}")
-        run_pipeline(str(root), set_params=overrides or None, workers=args.workers, force=args.force)
+        # refused here, before Prefect is imported or started, when another command holds the project
+        with runlock.hold(root, " ".join(["augdag run", *(f"--set {o}" for o in overrides)])):
+            from augdag.flows.pipeline import run_pipeline
+
+            run_pipeline(str(root), set_params=overrides or None, workers=args.workers, force=args.force)
         metrics = root / "data" / "evaluate" / "metrics.json"
         print(f"report:  {root / 'data' / 'report' / 'report.html'}")
         print(f"metrics: {metrics}")
@@ -111,9 +123,10 @@ def _dispatch(args, root: Path) -> int:
 
         from augdag.tasks import run_stage
 
-        params = load_params(root / "params.yaml")
-        with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            summary = run_stage(args.name, params, root, mapper=pool.map)
+        with runlock.hold(root, f"augdag stage {args.name}"):
+            params = load_params(root / "params.yaml")
+            with ThreadPoolExecutor(max_workers=args.workers) as pool:
+                summary = run_stage(args.name, params, root, mapper=pool.map, chunk_size=params.runner.chunk_size)
         print(json.dumps(summary, sort_keys=True))
         return 0
     from augdag import lineage

@@ -12,6 +12,7 @@ Defaults are to be chosen on validation accuracy (`best_on_validation`); test ac
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import html
 import io
@@ -30,6 +31,7 @@ from augdag.storage import read_json, write_json, write_text
 
 OFF = ("psnr", "ssim", "label_consistency", "outlier")  # the quality gate's filter checks
 NOGATE = {"quality": {"modes": {c: "off" for c in OFF}}}
+GATED = {"quality": {"modes": {c: "filter" for c in OFF}}}
 
 
 def _branches(traditional: int = 0, mix: int = 0, generative: int = 0) -> dict:
@@ -38,7 +40,8 @@ def _branches(traditional: int = 0, mix: int = 0, generative: int = 0) -> dict:
     values are the defaults, so this resolves exactly as bench/seeds.py's shorter overrides did)."""
     plan = {name: ({"enabled": True, "multiplier": m} if m else {"enabled": False, "multiplier": 1})
             for name, m in (("traditional", traditional), ("mix", mix), ("generative", generative))}
-    return {"strategy": plan, "finetune": {"online_mix": {"enabled": False}, "online_augment": "none"}}
+    return deep_merge(GATED, {"strategy": plan,
+                              "finetune": {"online_mix": {"enabled": False}, "online_augment": "none"}})
 
 
 def _gate(*on: str) -> dict:
@@ -108,9 +111,23 @@ def load_base(root: str | Path) -> dict:
 
 
 def params_hash(params: Params) -> str:
-    """sha256 of the resolved params' canonical JSON."""
-    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """sha256 of the resolved params' canonical JSON, without `runner` (where the work runs never changes a
+    byte of the outputs, so a record made on Dask serves a local comparison and the other way round) and
+    with `quality.modes` entries equal to the suites' defaults dropped."""
+    data = params.model_dump(mode="json", exclude={"runner"})
+    defaults = _suite_modes()
+    # A mode set to the suite's own default is the same gate as no entry: both hash alike.
+    data["quality"]["modes"] = {k: v for k, v in data["quality"]["modes"].items() if defaults.get(k) != v}
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache
+def _suite_modes() -> dict[str, str]:
+    from augdag import gx
+    from augdag.tasks.quality import EXPECTATIONS, GATE_SUITES
+
+    return {k: v for s in GATE_SUITES for k, v in gx.default_modes(EXPECTATIONS / s).items()}
 
 
 # --- running --------------------------------------------------------------------------------------

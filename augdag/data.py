@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from augdag.errors import DataError
 
@@ -78,13 +78,25 @@ def load_fashion_mnist(part: str) -> Pool:
     return Pool(images, labels, sources, ids)
 
 
+def _utf8_name(p: Path) -> None:
+    try:
+        p.name.encode("utf-8")
+    except UnicodeEncodeError:  # a byte name that is not UTF-8 (Python keeps it as surrogate escapes)
+        raise DataError(f"{str(p)!r}: file name is not valid UTF-8; rename it") from None
+
+
 def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Class names (sorted subfolder names) and (file, class index) pairs, checked for safety."""
+    """Class names (sorted subfolder names) and (file, class index) pairs, checked for safety: a link
+    that leads outside the folder, a file that is not a regular file (a FIFO would block the read) and
+    a name that is not UTF-8 are refused, naming the file."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found (expected one subfolder of images per class)")
     real_root = root.resolve()
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for p in subdirs:
+        _utf8_name(p)
+    classes = sorted(p.name for p in subdirs)
     if not classes:
         raise DataError(f"{root}: no class subfolders; lay images out as {root}/<class name>/<image>.png")
     files: list[tuple[Path, int]] = []
@@ -96,8 +108,11 @@ def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
         for p in sorted(cdir.rglob("*")):
             if p.name.startswith(".") or p.is_dir():
                 continue
+            _utf8_name(p)
             if p.is_symlink() and not p.resolve().is_relative_to(real_root):
                 raise DataError(f"{p}: link pointing outside {root}; refused")
+            if not p.is_file():
+                raise DataError(f"{p}: not a regular file (a FIFO, socket or device); refused")
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{p}: not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
             found.append(p)
@@ -107,22 +122,35 @@ def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
+IMAGE_FORMATS = ["PNG", "JPEG"]  # decoded by content: a .png holding another format is refused
+
+
 def load_image(path: Path, size: int, channels: int, max_pixels: int) -> np.ndarray:
-    """Decode, convert to L or RGB, resize to size x size (bilinear); HxWxC uint8."""
+    """Decode, convert to L or RGB, resize to size x size (bilinear); HxWxC uint8.
+
+    Only PNG and JPEG are decoded (whatever the suffix says), and the pixel count the header claims is
+    checked against `max_pixels` before anything is decoded. Pillow's own guard (its hard limit, twice
+    Image.MAX_IMAGE_PIXELS) still refuses larger claims even when `max_pixels` is raised above it."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise DataError(f"{path}: {w}x{h} pixels exceeds ingest.max_image_pixels={max_pixels}; refused")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():
+            # Pillow's warning threshold is not ours: ingest.max_image_pixels decides, just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise DataError(f"{path}: {w}x{h} pixels exceeds ingest.max_image_pixels={max_pixels}; refused")
                 im.load()
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
+                im = im.convert("L" if channels == 1 else "RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: refused as a decompression bomb (the header claims more pixels than Pillow's "
+                        f"limit): {err}") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a PNG or JPEG image (by its content, whatever its suffix); refused") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as err:
         raise DataError(f"{path}: corrupt or unreadable image: {err}") from None
     return a[..., None] if a.ndim == 2 else a

@@ -153,6 +153,31 @@ def _check_weights(unet: Path) -> None:
     raise ModelError(f"{unet / WEIGHTS}: UNet weights missing (expected {WEIGHTS} or {WEIGHTS_INDEX})")
 
 
+def _check_size(cfg: dict, cfg_file: Path, unet_dir: Path) -> None:
+    """Refuse a config that describes a bigger UNet than its weights hold, before any memory is allocated
+    for it (a small folder whose config claims enormous channel counts would otherwise exhaust memory)."""
+    import math
+
+    from diffusers import UNet2DModel
+    from safetensors import safe_open
+
+    try:
+        with torch.device("meta"):  # shapes only, no storage
+            n_model = sum(p.numel() for p in UNet2DModel.from_config(cfg).parameters())
+    except Exception as err:  # noqa: BLE001: diffusers raises ValueError, TypeError... on inconsistent configs
+        raise ModelError(f"{unet_dir}: UNet config or weights do not load: {cfg_file.name}: {err}") from None
+    n_file = 0
+    for f in sorted(unet_dir.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                n_file += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+        except Exception as err:  # noqa: BLE001: SafetensorError on a foreign or truncated file
+            raise ModelError(f"{unet_dir}: UNet config or weights do not load: {f.name}: {err}") from None
+    if n_model > 2 * n_file + 1_000_000:  # far more than the weights hold (a few missing tensors are named later)
+        raise ModelError(f"{cfg_file}: the config describes a UNet of {n_model:,} parameters but the weights in "
+                         f"{unet_dir} hold {n_file:,}; refused before building it")
+
+
 class DiffusionGenerator:
     """A loaded class-conditional diffusion model: `sample(label, latent_seed)` -> one H x W x C uint8 image.
 
@@ -256,6 +281,7 @@ def load_diffusion(path: str | Path, inference_steps: int = 50,
     if inference_steps > scheduler.config.num_train_timesteps:
         raise ValueError(f"inference_steps {inference_steps} exceeds the scheduler's num_train_timesteps "
                          f"{scheduler.config.num_train_timesteps}")
+    _check_size(cfg, cfg_file, unet_dir)
     try:
         # from_pretrained builds the model with random init first: keep torch's global RNG untouched
         with torch.random.fork_rng(devices=[]):

@@ -16,10 +16,21 @@ _LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _repo(root: Path):
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.lock import LockError
     from dvc.repo import Repo
 
-    with _LOCK, contextlib.chdir(root), Repo(str(root)) as repo:
-        yield repo
+    from augdag.errors import AugdagError, RunLocked
+
+    try:
+        with _LOCK, contextlib.chdir(root), Repo(str(root)) as repo:
+            yield repo
+    except NotDvcRepoError:
+        raise AugdagError(f"{root}: not a DVC project (no .dvc folder); the flow records each stage in dvc.lock. "
+                          "Run `dvc init` there, or run augdag in the project folder (-C)") from None
+    except LockError as err:  # a `dvc repro` (or another DVC command) holds DVC's repository lock
+        raise RunLocked(f"{root}: DVC's repository lock is held by another DVC process (a `dvc repro`?); "
+                        f"nothing was recorded in dvc.lock. Wait for it to finish and run again. ({err})") from None
 
 
 def _target(root: Path, stage: str) -> str:

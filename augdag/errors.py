@@ -23,3 +23,11 @@ class ModelError(AugdagError):
 
 class LineageError(AugdagError):
     """A sample id is unknown, or replaying it did not reproduce its content hash."""
+
+
+class StorageError(AugdagError):
+    """An output could not be written (disk full, no permission); the previous output is kept."""
+
+
+class RunLocked(AugdagError):
+    """Another augdag command is running on the same project (they share params.yaml and data/)."""

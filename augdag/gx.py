@@ -458,6 +458,15 @@ def check_names(suite_path: str | Path) -> list[str]:
     return _suite_check_names(suite_path, _read_suite_json(suite_path)["expectations"])
 
 
+def default_modes(suite_path: str | Path) -> dict[str, str]:
+    """{check name: the suite's own mode (meta.mode, else the default)} in suite order."""
+    suite_path = Path(suite_path)
+    expectations = _read_suite_json(suite_path)["expectations"]
+    names = _suite_check_names(suite_path, expectations)
+    return {name: ((e.get("meta") or {}).get("mode", _DEFAULT_MODE) if isinstance(e, dict) else _DEFAULT_MODE)
+            for name, e in zip(names, expectations)}
+
+
 def modes_for(suite_path: str | Path, modes: Mapping[str, str] | None) -> dict[str, str]:
     """The entries of ``modes`` (a {check name: mode} dict shared by several suites) whose name
     is a check of the suite in ``suite_path``. Names of no check of this suite are dropped here,

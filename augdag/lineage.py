@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from augdag import mixing, ops
 from augdag.errors import LineageError
-from augdag.storage import MANIFEST, StageData, _to_pandas, content_hash
+from augdag.storage import MANIFEST, StageData, _to_pandas, content_hash, read_table
 from augdag.tasks import out_dir
 
 SEARCH_ORDER = ["ingest", "traditional", "mix", "generative"]
@@ -23,7 +21,7 @@ def find(root: Path, sample_id: str) -> tuple[str, dict]:
         if not path.exists():
             continue
         searched.append(stage)
-        hit = _to_pandas(pq.read_table(path, filters=[("sample_id", "=", sample_id)]))
+        hit = _to_pandas(read_table(path, filters=[("sample_id", "=", sample_id)]))
         if len(hit):
             return stage, _row(hit.iloc[0])
     if not searched:

@@ -7,10 +7,14 @@ hidden sibling folder and renames it into place, so a crash leaves the last good
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augdag.errors import DataError
+from augdag import faults
+from augdag.errors import DataError, StorageError
 
 MANIFEST = "manifest.parquet"
 SHARDS = "shards"
@@ -69,34 +74,159 @@ def row(**fields) -> dict:
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of `final`; on success it replaces `final` by rename."""
+    """Yield an empty temporary sibling of `final`; on success it replaces `final` in one step.
+
+    The swap is one atomic rename (Linux renameat2 RENAME_EXCHANGE), so a reader sees the whole
+    previous output or the whole new one, never a mix or nothing, and a process killed at any moment
+    leaves the last good output in place. Where the filesystem cannot exchange, the previous output is
+    moved aside first; a crash between the two renames leaves it as `.NAME.old-PID`, put back by the
+    next write. Leftovers of killed writers (`.NAME.tmp-PID`) are removed by the next write. A write that
+    fails for lack of space (or quota, or a read-only disk) raises StorageError naming the output;
+    nothing is published and the previous output stays.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _clear_leftovers(final)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        _remove(tmp)
+        tmp.mkdir()
+    except OSError as err:
+        if _out_of_space(err):
+            raise _storage_error(final, err) from None
+        raise
     try:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        faults.point(f"publish:{final.name}")
+        _publish(tmp, final)
+    except BaseException as err:
+        _remove(tmp)
+        if _out_of_space(err):
+            raise _storage_error(final, err) from None
         raise
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile/np.save on a full disk (no errno)
+
+
+def _out_of_space(err: BaseException) -> bool:
+    if isinstance(err, StorageError):
+        return True
+    if not isinstance(err, OSError):
+        return False
+    return err.errno in _NO_SPACE or (err.errno is None and bool(_SHORT_WRITE.search(str(err))))
+
+
+def _storage_error(final: Path, err: BaseException) -> StorageError:
+    if isinstance(err, StorageError):
+        detail = str(err)
+    elif err.errno is None:
+        detail = f"the disk is full or over quota (a short write: {err})"
+    else:
+        detail = f"{err.strerror or err}" + (f" (writing {err.filename})" if err.filename else "")
+    return StorageError(f"{final}: cannot write this output: {detail}. Nothing was published; the previous "
+                        f"output at {final} (if any) is kept. Free space on that disk and run the stage again.")
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree if it exists; never raises."""
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover: an earlier write of this process that was interrupted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_leftovers(final: Path) -> None:
+    """Remove the temporary folders of writers that died; put back a last output a crash left moved aside."""
+    for kind in ("tmp", "old"):
+        for p in sorted(final.parent.glob(f".{glob.escape(final.name)}.{kind}-*")):
+            pid = p.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            if kind == "old" and not (final.exists() or final.is_symlink()):
+                os.replace(p, final)  # the last good output, moved aside by a publish that was killed
+            else:
+                _remove(p)
+
+
+_RENAME_EXCHANGE = 2
+_renameat2 = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    global _renameat2
+    if sys.platform != "linux" or "no-exchange" in os.environ.get(faults.ENV, ""):
+        return False
+    if _renameat2 is None:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            _renameat2 = (fn, ctypes.get_errno)
+        except (OSError, AttributeError):
+            _renameat2 = False
+    if not _renameat2:
+        return False
+    fn, get_errno = _renameat2
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if not (final.exists() or final.is_symlink()):
+        os.rename(tmp, final)
+        return
+    if _exchange(tmp, final):
+        _remove(tmp)  # now holds the previous output
+        return
     old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists() or final.is_symlink():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
+    _remove(old)
+    os.replace(final, old)
+    faults.point(f"swap:{final.name}")
     os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically: a hidden temporary sibling, then a rename."""
+    """Write a file atomically: a hidden temporary sibling, then a rename. A full disk raises StorageError
+    naming the file, and the previous file stays."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException as err:
+        _remove(tmp)
+        if _out_of_space(err):
+            raise StorageError(f"{path}: cannot write: {err.strerror or err}; the previous file (if any) is kept") from None
+        raise
+    faults.wrote(path)
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -115,6 +245,17 @@ def try_read_json(path: str | Path):
         return read_json(path)
     except (OSError, ValueError):
         return None
+
+
+def load_json(path: str | Path, what: str):
+    """A JSON file a stage wrote, or DataError naming it (missing, not UTF-8, not JSON)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found (run the upstream stage first)") from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"{path}: {what} is not readable JSON: {err}") from None
 
 
 class StageWriter:
@@ -148,6 +289,7 @@ class StageWriter:
             return
         name = f"{self.prefix}-{self._n_shards:05d}.npy"
         np.save(self.folder / SHARDS / name, np.stack(self._pending), allow_pickle=False)
+        faults.wrote(self.folder / SHARDS / name)
         for i, r in enumerate(self._pending_rows):
             r["shard"], r["index"] = name, i
         self.rows.extend(self._pending_rows)
@@ -177,6 +319,7 @@ def write_manifest(path: Path, rows: list[dict] | pd.DataFrame) -> None:
         rows = rows.to_dict("records")
     table = pa.Table.from_pylist([{c: _plain(r.get(c)) for c in COLUMNS} for r in rows], schema=SCHEMA)
     pq.write_table(table.replace_schema_metadata(None), path, compression="zstd")
+    faults.wrote(path)
 
 
 def _plain(v):
@@ -195,7 +338,79 @@ def read_manifest(folder: str | Path, name: str = MANIFEST) -> pd.DataFrame:
     path = Path(folder) / name
     if not path.exists():
         raise DataError(f"{path}: manifest not found (run the upstream stage first)")
-    return _to_pandas(pq.read_table(path))
+    return _to_pandas(read_table(path))
+
+
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.npy")
+
+
+def read_table(path: str | Path, **kwargs) -> pa.Table:
+    """A manifest as an Arrow table with exactly SCHEMA's columns and types, checked; DataError naming the
+    file and the column otherwise (not Parquet, a column missing or of another type, NaN or infinite
+    weights, a shard name that is not a plain file name...)."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path, **kwargs)
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a readable Parquet manifest: {err}") from None
+    names = table.column_names
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise DataError(f"{path}: manifest lacks column(s) {missing}; augdag manifests have: {', '.join(COLUMNS)}")
+    cols = []
+    for field in SCHEMA:
+        if names.count(field.name) != 1:
+            raise DataError(f"{path}: manifest has column {field.name!r} {names.count(field.name)} times")
+        col = table.column(field.name)
+        if not col.type.equals(field.type):
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowException, ValueError, TypeError) as err:
+                raise DataError(f"{path}: manifest column {field.name!r} holds {col.type}, expected {field.type} "
+                                f"({err})") from None
+        cols.append(col)
+    table = pa.Table.from_arrays(cols, schema=SCHEMA)
+    _check_values(table, path)
+    return table
+
+
+def _check_values(t: pa.Table, path: Path) -> None:
+    import pyarrow.compute as pc
+
+    def bad(column: str, what: str, mask) -> None:
+        mask = pc.fill_null(mask, False)
+        if pc.any(mask).as_py():
+            i = pc.index(mask, True).as_py()
+            sid = t.column("sample_id")[i].as_py()
+            raise DataError(f"{path}: manifest column {column!r}, row {i} (sample {sid!r}): {what}")
+
+    n = t.num_rows
+    if not n:
+        return
+    sid = t.column("sample_id")
+    bad("sample_id", "missing", pc.is_null(sid))
+    if pc.count_distinct(sid).as_py() != n:
+        counts = pc.value_counts(sid)
+        dup = next(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
+        raise DataError(f"{path}: manifest column 'sample_id': {dup!r} appears more than once")
+    label = t.column("label")
+    bad("label", "missing or negative (labels are class indices 0, 1, ...)", pc.or_(pc.is_null(label), pc.less(label, 0)))
+    weight = t.column("weight")
+    bad("weight", "not a finite number >= 0", pc.invert(pc.and_(pc.is_finite(weight), pc.greater_equal(weight, 0))))
+    soft = pc.list_flatten(t.column("soft_label"))
+    if len(soft):
+        ok = pc.and_(pc.is_finite(soft), pc.and_(pc.greater_equal(soft, 0), pc.less_equal(soft, 1)))
+        if not pc.all(pc.fill_null(ok, False)).as_py():
+            rows = pc.list_parent_indices(t.column("soft_label"))
+            i = rows[pc.index(pc.fill_null(ok, False), False).as_py()].as_py()
+            raise DataError(f"{path}: manifest column 'soft_label', row {i} (sample {sid[i].as_py()!r}): "
+                            "probabilities must be finite numbers in [0, 1]")
+    shard = t.column("shard")
+    bad("shard", "not a plain .npy file name in shards/ (no folders, no '..')",
+        pc.invert(pc.match_substring_regex(shard, f"^{_SHARD_NAME.pattern}$")))
+    bad("index", "negative", pc.less(t.column("index"), 0))
+    for c in ("height", "width", "channels"):
+        bad(c, "must be >= 1", pc.less(t.column(c), 1))
 
 
 class StageData:
@@ -208,14 +423,37 @@ class StageData:
 
     def shard(self, name: str) -> np.ndarray:
         if name not in self._cache:
-            path = self.folder / SHARDS / name
-            if not path.exists():
+            path = self.folder / SHARDS / str(name)
+            if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name):
+                raise DataError(f"{path}: shard name {name!r} in {self.folder / MANIFEST} is not a plain .npy file name")
+            if not path.is_file():
                 raise DataError(f"{path}: shard named in the manifest is missing")
-            self._cache[name] = np.load(path, mmap_mode="r", allow_pickle=False)
+            try:
+                a = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as err:  # truncated, not .npy, object arrays (pickles)
+                raise DataError(f"{path}: not a readable image shard: {err}") from None
+            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4:
+                raise DataError(f"{path}: image shards hold N x H x W x C uint8 arrays, this one holds "
+                                f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+            self._cache[name] = a
         return self._cache[name]
 
     def image(self, r) -> np.ndarray:
-        return np.asarray(self.shard(r["shard"])[int(r["index"])])
+        sid = r.get("sample_id", getattr(r, "name", None))
+        where = (r.get("shard"), r.get("index"), r.get("height"), r.get("width"), r.get("channels"))
+        if any(v is None or v is pd.NA for v in where):
+            raise DataError(f"{self.folder / MANIFEST}: sample {sid!r} has no shard, index or shape")
+        a = self.shard(where[0])
+        i = int(where[1])
+        if not 0 <= i < len(a):
+            raise DataError(f"{self.folder / MANIFEST}: sample {sid!r} points at index {i} of {where[0]}, "
+                            f"which holds {len(a)} images")
+        img = np.asarray(a[i])
+        want = tuple(int(v) for v in where[2:])
+        if img.shape != want:
+            raise DataError(f"{self.folder / MANIFEST}: sample {sid!r} is {'x'.join(map(str, want))} in the manifest "
+                            f"but {'x'.join(map(str, img.shape))} in {where[0]}")
+        return img
 
     def images(self, rows: pd.DataFrame) -> np.ndarray:
         if len(rows) == 0:

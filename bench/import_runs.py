@@ -24,7 +24,8 @@ from augdag import compare
 from augdag.storage import write_json
 
 
-def import_folder(src: Path, bench_name: str, extra: dict, target: str, out: Path, seeds: list[int]) -> list[str]:
+def import_folder(src: Path, bench_name: str, extra: dict, target: str, out: Path, seeds: list[int],
+                  assume_equal: bool = False) -> list[str]:
     rows = {}
     jsonl = src / "seeds.jsonl"
     if jsonl.exists():
@@ -40,7 +41,7 @@ def import_folder(src: Path, bench_name: str, extra: dict, target: str, out: Pat
         had = compare.resolve({}, bench_name, seed, extra)
         want = compare.resolve({}, target, seed)
         h = compare.params_hash(want)
-        if compare.params_hash(had) != h:
+        if compare.params_hash(had) != h and not assume_equal:
             raise SystemExit(f"{folder}: its params differ from {target!r} seed {seed}; not imported")
         row = rows.get((bench_name, seed), {})
         rec = compare.record_from_folder(folder, target, seed, h, row.get("stage_seconds", {}), row.get("seconds"))
@@ -53,13 +54,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--to", required=True, help="the augdag compare --out folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--assume-equal", action="store_true",
+                    help="import even when today's params for the bench name differ: only for folders made before "
+                         "the difference existed (e.g. `all` runs from before the quality gate are `all_nogate`), "
+                         "after checking that a rerun reproduces some of them exactly")
     ap.add_argument("sources", nargs="+", metavar="DIR:BENCH_STRATEGY[:EXTRA_JSON]=STRATEGY")
     args = ap.parse_args()
     for spec in args.sources:
         left, target = spec.rsplit("=", 1)
         parts = left.split(":", 2)
         extra = json.loads(parts[2]) if len(parts) > 2 else {}
-        for line in import_folder(Path(parts[0]), parts[1], extra, target, Path(args.to), args.seeds):
+        for line in import_folder(Path(parts[0]), parts[1], extra, target, Path(args.to), args.seeds,
+                                  args.assume_equal):
             print(line)
     return None
 

@@ -4,8 +4,10 @@ Each source is a finished bench run folder set, DIR:STRATEGY[:EXTRA_JSON]=LABEL 
 them: DIR/<strategy>-seed<n>/data/...). For every seed the evaluate stage is run again, in a scratch
 copy of the run folder, with `evaluate.robustness.n_samples = --n` (and the run's own params otherwise:
 params.yaml's defaults + the strategy + the seed + EXTRA_JSON), so every model is attacked on the same
-seeded test subset with the same FGSM/PGD settings. Prints a table (mean over seeds, and per seed) and
-writes it as JSON with --json.
+seeded test subset with the same FGSM/PGD settings. With --reuse, a folder whose own metrics.json already
+holds robustness on --n samples (the run was made with these settings) is read instead of attacked again.
+Prints a table (mean over seeds, and per seed); --json keeps the results, written after each folder, and a
+rerun reads them back instead of evaluating a folder again.
 
     .venv/bin/python bench/robustness.py --seeds 0 1 2 --n 500 \\
         bench/out2:traditional_gate=standard \\
@@ -50,11 +52,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=500, help="test samples attacked (evaluate.robustness.n_samples)")
-    ap.add_argument("--json", type=Path, help="write the per-seed results here")
+    ap.add_argument("--json", type=Path, help="write the per-seed results here (and resume from them)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read a folder's own metrics.json robustness when it was measured on --n samples")
     ap.add_argument("sources", nargs="+", metavar="DIR:STRATEGY[:EXTRA_JSON]=LABEL")
     args = ap.parse_args()
 
     results: dict[str, dict[int, dict]] = {}
+    done = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     for spec in args.sources:
         left, label = spec.rsplit("=", 1)
         parts = left.split(":", 2)
@@ -65,10 +70,18 @@ def main() -> int:
             if not (folder / "data" / "finetune" / "model.safetensors").exists():
                 print(f"{folder}: no model; skipped", file=sys.stderr)
                 continue
-            print(f"{label} seed {seed}: evaluating {folder} on {args.n} samples", file=sys.stderr, flush=True)
-            results[label][seed] = evaluate(folder, parts[1], seed, extra, args.n)
-    if args.json:
-        write_json(args.json, {k: {str(s): v for s, v in r.items()} for k, r in results.items()})
+            own = json.loads((folder / "data" / "evaluate" / "metrics.json").read_text())
+            if str(seed) in done.get(label, {}):
+                results[label][seed] = done[label][str(seed)]
+            elif args.reuse and (own.get("robustness") or {}).get("n") == args.n:
+                print(f"{label} seed {seed}: robustness from {folder}'s metrics.json", file=sys.stderr)
+                results[label][seed] = {"accuracy": own["accuracy"], **own["robustness"]}
+            else:
+                print(f"{label} seed {seed}: evaluating {folder} on {args.n} samples", file=sys.stderr, flush=True)
+                results[label][seed] = evaluate(folder, parts[1], seed, extra, args.n)
+            if args.json:
+                done.setdefault(label, {})[str(seed)] = results[label][seed]
+                write_json(args.json, done)
 
     cols = [("accuracy", None, "test acc"), ("clean", None, "clean (subset)")]
     any_r = next((r for rs in results.values() for r in rs.values()), None)

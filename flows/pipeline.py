@@ -19,9 +19,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from augdag import dvcops
+from augdag import dvcops, runlock
 from augdag.log import logger
 from augdag.params import SOURCES, Params, dotted_to_nested, load_params, write_overrides
+from augdag.runner import current_mapper, dask_session
 from augdag.storage import try_read_json
 from augdag.tasks import STAGES, UPSTREAM, run_stage
 
@@ -104,7 +105,8 @@ def stage_task(name: str, params: Params, root: str, workers: int, force: bool =
         _table(name, root_p, "up to date, from an earlier run")
         return {"skipped": True}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        summary = run_stage(name, params, root_p, mapper=pool.map)
+        summary = run_stage(name, params, root_p, mapper=current_mapper(name, pool.map),
+                            chunk_size=params.runner.chunk_size)
     dvcops.commit(root_p, name)
     _artifact(name, "ran", summary, time.monotonic() - t0)
     _table(name, root_p, "ran")
@@ -118,15 +120,17 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", set_params: list
     params.yaml first, as `dvc exp run --set-param` does, so dvc.lock always matches the outputs."""
     root_p = Path(root).resolve()
     path = root_p / params_file
-    if set_params:
-        write_overrides(path, dotted_to_nested(set_params))
-    params = load_params(path)
-    futures: dict = {}
-    for name in STAGES:
-        wait = [futures[u] for u in UPSTREAM[name]]
-        futures[name] = stage_task.submit(
-            name, params, str(root_p), workers, force, wait_for=wait)
-    results = {name: f.result() for name, f in futures.items()}
+    with runlock.hold(root_p, "augdag run (flow augdag-pipeline)"):  # one run per project: shared params.yaml, data/
+        if set_params:
+            write_overrides(path, dotted_to_nested(set_params))
+        params = load_params(path)
+        futures: dict = {}
+        with dask_session(params.runner):  # runner.kind=dask: the branches' shard tasks run on Dask
+            for name in STAGES:
+                wait = [futures[u] for u in UPSTREAM[name]]
+                futures[name] = stage_task.submit(
+                    name, params, str(root_p), workers, force, wait_for=wait)
+            results = {name: f.result() for name, f in futures.items()}
     _report_link(root_p)
     logger().info("report: %s", root_p / "data" / "report" / "report.html")
     return results

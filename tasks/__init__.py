@@ -50,8 +50,12 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
 def _record_timing(root: Path, name: str, seconds: float, error: str | None) -> None:
     """data/validation/timings/<stage>.json for the report: ignored by git and DVC (not a stage output,
     so the outputs stay byte-identical between runs and routes)."""
+    from augdag.errors import StorageError
     from augdag.storage import write_json
 
     folder = out_dir(root, "validation") / "timings"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"{name}.json", {"seconds": round(seconds, 3), "ok": error is None, "error": error})
+    try:  # a record for the report: a full disk must not hide the stage's own error
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / f"{name}.json", {"seconds": round(seconds, 3), "ok": error is None, "error": error})
+    except (OSError, StorageError):
+        pass

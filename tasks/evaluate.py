@@ -59,7 +59,11 @@ def run(p: Params, root: Path, **_) -> dict:
     model = build_model(p.finetune.model, len(cls), pretrained=False)
     path = out_dir(root, "finetune") / "model.safetensors"
     try:
-        model.load_state_dict(load_file(path))
+        state = load_file(path)  # safetensors: tensors only, nothing is unpickled
+    except Exception as err:  # noqa: BLE001: safetensors raises its own SafetensorError for a corrupt file
+        raise ModelError(f"{path}: not a readable safetensors model file: {err}") from None
+    try:
+        model.load_state_dict(state)
     except (RuntimeError, OSError) as err:
         raise ModelError(f"{path}: cannot load into {p.finetune.model} with {len(cls)} classes: {err}") from None
     raw = StageData(out_dir(root, "ingest"))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import save_file
 
@@ -41,8 +42,14 @@ def targets(manifest, n_classes: int) -> torch.Tensor:
     y = torch.zeros(len(manifest), n_classes)
     for i, (label, soft) in enumerate(zip(manifest.label, manifest.soft_label)):
         if soft is not None and not (isinstance(soft, float) and np.isnan(soft)) and len(soft):
+            if len(soft) != n_classes:
+                raise DataError(f"sample {manifest.sample_id.iloc[i]!r}: soft label of {len(soft)} classes; "
+                                f"the dataset has {n_classes}")
             y[i] = torch.as_tensor(np.asarray(soft, dtype=np.float32))
         else:
+            if label is None or label is pd.NA or not 0 <= int(label) < n_classes:
+                raise DataError(f"sample {manifest.sample_id.iloc[i]!r}: label {label} is not a class index "
+                                f"0..{n_classes - 1}")
             y[i, int(label)] = 1.0
     return y
 

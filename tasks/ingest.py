@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import IngestParams, Params
 from augdag.seeding import rng
-from augdag.storage import StageWriter, atomic_dir, write_json
+from augdag.storage import StageWriter, atomic_dir, load_json, write_json
 from augdag.tasks import out_dir
 
 EXPECTATIONS = Path(__file__).resolve().parent.parent / "expectations"
@@ -130,4 +129,8 @@ def run(p: Params, root: Path, **_) -> dict:
 
 
 def classes(root: Path) -> list[str]:
-    return json.loads((out_dir(root, "ingest") / "classes.json").read_text())["classes"]
+    data = load_json(out_dir(root, "ingest") / "classes.json", "the class list")
+    names = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+        raise DataError(f"{out_dir(root, 'ingest') / 'classes.json'}: expected {{\"classes\": [names...]}}")
+    return names

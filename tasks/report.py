@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from augdag.params import Params
-from augdag.storage import MANIFEST, StageData, atomic_dir, read_json, read_manifest, try_read_json
+from augdag.storage import MANIFEST, StageData, atomic_dir, read_json, read_manifest, try_read_json, write_text
 from augdag.tasks import STAGES, UPSTREAM, out_dir
 
 # The lineage index holds up to this many merged samples (taken round robin over the sources, so every
@@ -804,5 +804,5 @@ def render(p: Params, root: Path) -> str:
 def run(p: Params, root: Path, **_) -> dict:
     page = render(p, root)
     with atomic_dir(out_dir(root, "report")) as tmp:
-        (tmp / "report.html").write_text(page, encoding="utf-8")
+        write_text(tmp / "report.html", page)
     return {"report": str(out_dir(root, "report") / "report.html"), "bytes": len(page)}

@@ -6,11 +6,11 @@ others' DVC cache untouched.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from augdag.errors import DataError
 from augdag.params import BRANCHES, Params
-from augdag.storage import atomic_dir, read_manifest, write_json
+from augdag.storage import atomic_dir, load_json, read_manifest, write_json
 from augdag.tasks import out_dir
 
 
@@ -32,4 +32,8 @@ def run(p: Params, root: Path, **_) -> dict:
 
 
 def load_plan(root: Path, branch: str) -> dict:
-    return json.loads((out_dir(root, "strategy") / f"{branch}.json").read_text())
+    path = out_dir(root, "strategy") / f"{branch}.json"
+    plan = load_json(path, f"the {branch} plan")
+    if not isinstance(plan, dict) or not {"enabled", "multiplier", "parents"} <= set(plan):
+        raise DataError(f"{path}: not a strategy plan (needs enabled, multiplier, parents)")
+    return plan

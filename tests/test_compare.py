@@ -114,13 +114,21 @@ def test_aggregate_other_baseline_and_missing_validation():
     assert "val_mean" not in m["strategies"]["a"]  # no null values in the DVC metrics file
 
 
+# The defaults bench/seeds.py's overrides were written against (before issue 5 turned every branch on and
+# the gate's filter checks to warn); "filter" is each check's own default in expectations/branch.json.
+OLD_DEFAULTS = {"strategy": {"mix": {"enabled": False}, "generative": {"enabled": False}},
+                "quality": {"modes": {c: "filter" for c in OFF4}}}
+
+
 @pytest.mark.parametrize("name", sorted(OLD_BENCH))
-def test_resolve_equals_old_bench_resolution(name):
+def test_resolve_hashes_like_old_bench_resolution(name):
+    """Records made before the defaults changed stay valid: same params, same hash."""
     for seed in (0, 3):
-        old = parse_params(deep_merge(deep_merge({"seed": seed}, OLD_BENCH[name]), {}))
+        old = parse_params(deep_merge(deep_merge(OLD_DEFAULTS, {"seed": seed}), OLD_BENCH[name]))
         assert compare.resolve({}, name, seed) == old
+        assert compare.params_hash(compare.resolve({}, name, seed)) == compare.params_hash(old)
     extra = {"finetune": {"steps": 7}, "strategy": {"traditional": {"multiplier": 2}}}
-    old = parse_params(deep_merge(deep_merge({"seed": 1}, OLD_BENCH[name]), extra))
+    old = parse_params(deep_merge(deep_merge(deep_merge(OLD_DEFAULTS, {"seed": 1}), OLD_BENCH[name]), extra))
     assert compare.resolve({}, name, 1, extra) == old  # bench's --set still applies last
 
 
@@ -144,18 +152,23 @@ def test_comparison_strategies_pin_what_they_mean():
         assert not p.finetune.online_mix.enabled
         assert p.finetune.online_augment == ("trivial_augment_wide" if name == "trivial_augment_wide" else "none")
         gate = {c: p.quality.modes.get(c) for c in ("psnr", "ssim", "label_consistency", "outlier")}
-        if name == "all_nogate":
-            assert set(gate.values()) == {"off"}
-        else:
-            assert gate == {"psnr": "warn", "ssim": None, "label_consistency": None, "outlier": None}
+        # the gate is pinned too: params.yaml's psnr=warn does not ungate a gated strategy
+        assert set(gate.values()) == ({"off"} if name == "all_nogate" else {"filter"}), name
     with pytest.raises(Exception, match="unknown strategies"):
         compare.resolve({}, "nonesuch", 0)
 
 
 def test_params_hash_and_lenient_params_file(tmp_path):
     a, b = compare.resolve({}, "none", 0), compare.resolve({}, "none", 1)
-    canon = json.dumps(a.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    d = a.model_dump(mode="json", exclude={"runner"})
+    assert set(d["quality"]["modes"].values()) == {"filter"}  # the suites' defaults: hashed as no entry
+    d["quality"]["modes"] = {}
+    canon = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert compare.params_hash(a) == hashlib.sha256(canon.encode()).hexdigest()
+    # where the work runs is not part of a run's identity; a mode other than the default is
+    assert compare.params_hash(compare.resolve({}, "none", 0, {"runner": {"kind": "dask"}})) == compare.params_hash(a)
+    assert compare.params_hash(compare.resolve({}, "none", 0, {"quality": {"modes": {"psnr": "warn"}}})) \
+        != compare.params_hash(a)
     assert compare.params_hash(a) == compare.params_hash(compare.resolve({}, "none", 0))
     assert compare.params_hash(a) != compare.params_hash(b)
     (tmp_path / "params.yaml").write_text("finetune: {steps: 5}\ncompare: {seeds: [0, 1]}\n")

@@ -97,7 +97,8 @@ def test_online_mix_any_batch_size(batch):
 def test_mix_branch_end_to_end_with_replay_and_online_finetune(tmp_path):
     p = parse_params({
         "ingest": {"n_per_class": 2, "n_val_per_class": 1, "n_test_per_class": 1},
-        "strategy": {"traditional": {"enabled": False}, "mix": {"enabled": True, "multiplier": 2}},
+        "strategy": {"traditional": {"enabled": False}, "mix": {"enabled": True, "multiplier": 2},
+                     "generative": {"enabled": False}},
         "mix": {"pairing": "cross_class"},
         "finetune": {"steps": 2, "batch_size": 5, "image_size": 32, "eval_every": 1,
                      "online_mix": {"enabled": True, "mode": "both"}},

@@ -160,3 +160,53 @@ def test_dvc_metrics_plots_and_dag(dvc_project):
     run(["dvc", "plots", "show", "-o", "plots"], dvc_project)
     page = (dvc_project / "plots" / "index.html").read_text()
     assert "Fine-tuning curve" in page and "Confusion matrix" in page
+
+
+# --- the flow on Dask (prefect-dask, a real LocalCluster of worker processes) ----------------------
+
+def test_dask_runner_gives_the_local_runners_bytes(flow_project, tmp_path_factory):
+    """Small chunks, so each branch becomes several shard tasks spread over two worker processes; the
+    outputs equal the local runner's (flow_project) file for file. Then DVC remote push and pull."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from augdag.flows.pipeline import run_pipeline
+
+    dask = make_project(tmp_path_factory.mktemp("dask"),
+                        {**SMALL, "runner": {"kind": "dask", "n_workers": 2, "chunk_size": 4}})
+    results = run_pipeline(str(dask), workers=2)
+    assert not any(r.get("skipped") for r in results.values())
+    a, b = out_hashes(flow_project), out_hashes(dask)
+    assert "traditional/manifest.parquet" in a and "mix/manifest.parquet" in a and "finetune/model.safetensors" in a
+    assert a == b
+
+    async def task_runs():
+        async with get_client() as client:
+            return await client.read_task_runs()
+
+    runs = [r for r in asyncio.run(task_runs()) if "-shard-" in r.name]
+    # 20 traditional and 20 mix samples in chunks of 4: five shard tasks each, all completed.
+    assert {f"{br}-shard-{i:04d}" for br in ("traditional", "mix") for i in range(5)} <= {r.name for r in runs}
+    assert all(r.state.is_completed() for r in runs)
+
+    # The outputs go to a DVC remote and come back from it byte for byte (README's remote commands).
+    remote = tmp_path_factory.mktemp("remote")
+    run(["dvc", "remote", "add", "-d", "store", str(remote)], dask)
+    run(["dvc", "push"], dask)
+    shutil.rmtree(dask / "data")
+    shutil.rmtree(dask / ".dvc" / "cache")
+    run(["dvc", "pull"], dask)
+    pulled = out_hashes(dask)
+    assert {k: v for k, v in pulled.items() if k in a} == a and "report/report.html" in pulled
+
+
+def test_unreachable_dask_scheduler_is_a_clear_error(prefect_server, tmp_path_factory):
+    from augdag.errors import AugdagError
+    from augdag.flows.pipeline import run_pipeline
+
+    proj = make_project(tmp_path_factory.mktemp("unreachable"),
+                        {**SMALL, "runner": {"kind": "dask", "address": "tcp://127.0.0.1:9"}})
+    with pytest.raises(AugdagError, match=r"runner.kind=dask: cannot reach tcp://127.0.0.1:9"):
+        run_pipeline(str(proj), workers=1)
+    assert not (proj / "data" / "ingest").exists()
