@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
@@ -27,19 +26,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from augdag.imquality import psnr_batch, ssim_batch
 
+from _util import cpu_model  # noqa: E402  (bench/ is sys.path[0] when a script runs)
+
 CASES = [(1000, 28, 28, 1), (5000, 28, 28, 1), (200, 224, 224, 3)]
 TARGET = 10.0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pairs(n, h, w, c, seed=0):
