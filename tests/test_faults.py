@@ -227,12 +227,18 @@ def test_sigkill_mid_write_keeps_the_last_output_and_a_rerun_completes(name, bas
     assert leftovers(out) == []
 
 
-def test_sigkill_between_complete_and_published(baseline, tmp_path):
+def _marked_copy(baseline, tmp_path):
+    """A copy of the finished baseline project whose traditional output carries a PREVIOUS marker file:
+    (project, that output folder, its tree now, the uninterrupted run's tree)."""
     base, want = baseline
     proj = copy_project(base, tmp_path / "proj")
     out = proj / "data" / "traditional"
     (out / "PREVIOUS").write_text("marks the last good output")
-    before = tree(out)
+    return proj, out, tree(out), want
+
+
+def test_sigkill_between_complete_and_published(baseline, tmp_path):
+    proj, out, before, want = _marked_copy(baseline, tmp_path)
     p = stage(proj, "traditional", fault="publish:traditional=kill")
     assert p.proc.exitcode == KILLED
     (complete,) = leftovers(out)
@@ -245,11 +251,7 @@ def test_sigkill_between_complete_and_published(baseline, tmp_path):
 def test_sigkill_inside_the_fallback_two_step_publish_is_repaired(baseline, tmp_path):
     """Without an atomic exchange (other OSes, some filesystems) the last output is moved aside first; a
     kill between the two renames leaves it aside, and the next write puts it back before anything else."""
-    base, want = baseline
-    proj = copy_project(base, tmp_path / "proj")
-    out = proj / "data" / "traditional"
-    (out / "PREVIOUS").write_text("marks the last good output")
-    before = tree(out)
+    proj, out, before, want = _marked_copy(baseline, tmp_path)
     p = stage(proj, "traditional", fault="no-exchange,swap:traditional=kill")
     assert p.proc.exitcode == KILLED
     # The last output moved aside and the complete new one not yet renamed into place:
