@@ -15,8 +15,11 @@ import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2.functional import _color as _tvc
+from torchvision.transforms.v2.functional import _geometry as _tvg
 
 from augdag.params import OpsParams
+from augdag.seeding import derive_seed, generators
 from augdag.seeding import rng as make_rng
 
 BILINEAR = InterpolationMode.BILINEAR
@@ -52,6 +55,23 @@ def _box(rng, h, w, scale, ratio, attempts=10):
     return None
 
 
+def _warp(t: torch.Tensor, matrices: list[list[float]]) -> torch.Tensor:
+    """torchvision's rotate/affine kernel (bilinear, fill 0, output size = input size) with one matrix per image.
+
+    The same grid and grid_sample as F.rotate / F.affine on each image alone, in one call: the grid of image i is
+    computed from its own matrix exactly as torchvision's _affine_grid does, so the bytes are equal.
+    """
+    n, _, h, w = t.shape
+    theta = torch.tensor(matrices, dtype=t.dtype).reshape(n, 2, 3)
+    base = torch.empty(1, h, w, 3, dtype=t.dtype)
+    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w))
+    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    rescaled = theta.transpose(1, 2).div_(torch.tensor([0.5 * w, 0.5 * h], dtype=t.dtype))
+    grid = base.view(1, h * w, 3).expand(n, h * w, 3).bmm(rescaled).view(n, h, w, 2)
+    return _tvg._apply_grid_transform(t, grid, "bilinear", fill=0.0)
+
+
 class HFlip:
     def make_params(self, cfg, rng, h, w):
         return {}
@@ -59,10 +79,16 @@ class HFlip:
     def apply(self, img, p):
         return F.horizontal_flip(img)
 
+    def apply_batch(self, t, ps):
+        return t.flip(-1)
+
 
 class VFlip(HFlip):
     def apply(self, img, p):
         return F.vertical_flip(img)
+
+    def apply_batch(self, t, ps):
+        return t.flip(-2)
 
 
 class Rotation:
@@ -71,6 +97,12 @@ class Rotation:
 
     def apply(self, img, p):
         return F.rotate(img, p["angle"], interpolation=BILINEAR, fill=0.0)
+
+    def apply_batch(self, t, ps):
+        angles = [p["angle"] % 360 for p in ps]  # as torchvision's rotate_image, which shortcuts multiples of 90
+        if any(a % 90 == 0 for a in angles):
+            return None
+        return _warp(t, [_tvg._get_inverse_affine_matrix([0.0, 0.0], -a, [0.0, 0.0], 1.0, [0.0, 0.0]) for a in angles])
 
 
 class ResizedCrop:
@@ -99,6 +131,15 @@ class Affine:
         return F.affine(img, angle=0.0, translate=[p["tx"], p["ty"]], scale=p["scale"], shear=[0.0, 0.0],
                         interpolation=BILINEAR, fill=0.0)
 
+    def apply_batch(self, t, ps):
+        matrices = []
+        for p in ps:
+            angle, translate, shear, _ = _tvg._affine_parse_args(0.0, [p["tx"], p["ty"]], p["scale"], [0.0, 0.0],
+                                                                 BILINEAR, None)
+            matrices.append(_tvg._get_inverse_affine_matrix([0.0, 0.0], angle, [float(v) for v in translate],
+                                                            p["scale"], shear))
+        return _warp(t, matrices)
+
 
 class ColorJitter:
     def make_params(self, cfg, rng, h, w):
@@ -114,6 +155,27 @@ class ColorJitter:
         if img.shape[0] == 3:
             img = F.adjust_saturation(img, p["saturation"])
         return img
+
+    def apply_batch(self, t, ps):
+        # torchvision's _blend is image1.mul(r).add_(image2, alpha=1 - r): addcmul_ with the factors as float32
+        # tensors rounds the same way (tests/test_ops.py checks the bytes against apply()).
+        def factors(key):
+            r = [p[key] for p in ps]
+            return (torch.tensor(r, dtype=t.dtype).view(-1, 1, 1, 1),
+                    torch.tensor([1.0 - v for v in r], dtype=t.dtype).view(-1, 1, 1, 1))
+
+        if any(p[k] < 0 for p in ps for k in ("brightness", "contrast", "saturation")):
+            return None  # let apply() raise torchvision's error
+        r, _ = factors("brightness")
+        t = t.mul(r).clamp_(0.0, 1.0)
+        gray = _tvc._rgb_to_grayscale_image(t, num_output_channels=1, preserve_dtype=False) if t.shape[1] == 3 else t
+        r, a = factors("contrast")
+        t = t.mul(r).addcmul_(torch.mean(gray, dim=(-3, -2, -1), keepdim=True), a).clamp_(0.0, 1.0)
+        if t.shape[1] == 3:
+            r, a = factors("saturation")
+            gray = _tvc._rgb_to_grayscale_image(t, num_output_channels=1, preserve_dtype=False)
+            t = t.mul(r).addcmul_(gray, a).clamp_(0.0, 1.0)
+        return t
 
 
 class GaussianBlur:
@@ -165,9 +227,25 @@ def make_params(ops: OpsParams, sample_seed: int, h: int, w: int) -> list[dict]:
     applied = []
     for name, op in OPS.items():
         cfg = getattr(ops, name)
+        if cfg.p <= 0:  # draws nothing: no generator (a third of a sample's cost at 28x28)
+            continue
         g = make_rng(sample_seed, "op", name)
-        if cfg.p > 0 and g.random() < cfg.p:
+        if g.random() < cfg.p:
             applied.append({"op": name, **op.make_params(cfg, g, h, w)})
+    return applied
+
+
+def make_params_batch(ops: OpsParams, sample_seeds: list[int], h: int, w: int) -> list[list[dict]]:
+    """`[make_params(ops, s, h, w) for s in sample_seeds]`, with the generators built in one vectorised pass."""
+    on = [(name, op, getattr(ops, name)) for name, op in OPS.items() if getattr(ops, name).p > 0]
+    gens = generators([derive_seed(s, "op", name) for s in sample_seeds for name, _, _ in on])
+    applied = []
+    for i in range(len(sample_seeds)):
+        a = []
+        for (name, op, cfg), g in zip(on, gens[i * len(on):(i + 1) * len(on)]):
+            if g.random() < cfg.p:
+                a.append({"op": name, **op.make_params(cfg, g, h, w)})
+        applied.append(a)
     return applied
 
 
@@ -179,3 +257,46 @@ def apply(image: np.ndarray, applied: list[dict]) -> np.ndarray:
             raise ValueError(f"unknown op {p['op']!r}; known ops: {', '.join(OPS)}")
         t = OPS[p["op"]].apply(t, p)
     return to_uint8(t)
+
+
+_ORDER = {name: i for i, name in enumerate(OPS)}
+BATCH_VALUES = 1 << 20  # float32 values per batch (4 MiB): all of a 28x28 chunk, 6 images at 224x224x3; cache-sized
+
+
+def apply_batch(images: np.ndarray, applied: list[list[dict]]) -> np.ndarray:
+    """apply() over N images of one shape (NxHxWxC uint8), with the same bytes as apply() on each.
+
+    Ops run one at a time over the images that drew them (the order of `OPS`, which is the order make_params
+    records); ops with a batched kernel run it once, the others run per image. A record that is not in that
+    order or repeats an op (hand-written) goes through apply() alone.
+    """
+    if len(images) != len(applied):
+        raise ValueError(f"{len(images)} images but {len(applied)} op records")
+    if len(images) == 0:
+        return np.asarray(images, dtype=np.uint8)
+    for a in applied:
+        for p in a:
+            if p["op"] not in OPS:
+                raise ValueError(f"unknown op {p['op']!r}; known ops: {', '.join(OPS)}")
+    out = np.empty_like(images)
+    alone = [i for i, a in enumerate(applied) if [_ORDER[p["op"]] for p in a] != sorted({_ORDER[p["op"]] for p in a})]
+    for i in alone:
+        out[i] = apply(images[i], applied[i])
+    rest = np.setdiff1d(np.arange(len(images)), alone)
+    step = max(1, BATCH_VALUES // max(1, images[0].size))
+    for start in range(0, len(rest), step):
+        batched = rest[start:start + step]
+        t = torch.from_numpy(np.ascontiguousarray(images[batched])).permute(0, 3, 1, 2).float().div(255.0)
+        records = [{p["op"]: p for p in applied[i]} for i in batched]
+        for name, op in OPS.items():
+            idx = [j for j, r in enumerate(records) if name in r]
+            if not idx:
+                continue
+            ps = [records[j][name] for j in idx]
+            batch_fn = getattr(op, "apply_batch", None)
+            result = batch_fn(t[idx], ps) if batch_fn is not None else None
+            if result is None:
+                result = torch.stack([op.apply(t[j], records[j][name]) for j in idx])
+            t[idx] = result
+        out[batched] = t.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out

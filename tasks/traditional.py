@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from augdag import ops
 from augdag.params import Params
 from augdag.seeding import derive_seed
@@ -33,17 +35,27 @@ def make_variant(p: Params, parent_id: str, k: int, image):
 
 
 def _chunk(args):
+    """The variants of one chunk: params drawn per sample (as make_variant), applied in batches of one image shape."""
     p, root, items = args
     raw = StageData(out_dir(root, "ingest"))
-    by_id = raw.manifest.set_index("sample_id")
-    out = []
-    for parent_id, k in items:
-        r = by_id.loc[parent_id]
-        img, sample_seed, applied = make_variant(p, parent_id, k, raw.image(r))
-        out.append((img, dict(sample_id=variant_id(parent_id, k), split="train", branch=BRANCH, label=int(r.label),
-                              parent_ids=[parent_id], source=r.source, op_params=json.dumps({"ops": applied}),
-                              seed=sample_seed)))
-    return out
+    cols = ["sample_id", "label", "source", "shard", "index", "height", "width", "channels"]
+    rows = raw.manifest[cols].set_index("sample_id").loc[[pid for pid, _ in items]].reset_index().to_dict("records")
+    images = [raw.image(r) for r in rows]
+    seeds = [derive_seed(p.seed, BRANCH, pid, k) for pid, k in items]
+    applied: list = [None] * len(items)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        by_shape.setdefault(img.shape, []).append(i)
+    for shape, idx in by_shape.items():
+        for i, a in zip(idx, ops.make_params_batch(p.traditional.ops, [seeds[i] for i in idx], *shape[:2])):
+            applied[i] = a
+    out_images: list = [None] * len(items)
+    for idx in by_shape.values():
+        for i, img in zip(idx, ops.apply_batch(np.stack([images[i] for i in idx]), [applied[i] for i in idx])):
+            out_images[i] = img
+    return [(img, dict(sample_id=variant_id(pid, k), split="train", branch=BRANCH, label=int(r["label"]),
+                       parent_ids=[pid], source=r["source"], op_params=json.dumps({"ops": a}), seed=s))
+            for img, (pid, k), r, a, s in zip(out_images, items, rows, applied, seeds)]
 
 
 def run(p: Params, root: Path, mapper: Callable = map, chunk_size: int = 512, **_) -> dict:

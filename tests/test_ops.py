@@ -68,3 +68,40 @@ def test_hflip_is_exact_and_geometry_ranges_hold():
         assert -15.0 <= rot["angle"] <= 15.0
     with pytest.raises(ValueError, match="unknown op"):
         ops.apply(img, [{"op": "sharpen"}])
+
+
+@pytest.mark.parametrize("size,channels,n", [(28, 1, 400), (28, 3, 200), (64, 3, 60), (224, 3, 12)])
+@pytest.mark.parametrize("which", ["default", "all"])
+def test_apply_batch_gives_the_bytes_of_apply_on_each_image(size, channels, n, which):
+    """The stage applies ops in batches; replay (lineage) applies them one image at a time: same bytes."""
+    cfg = OpsParams() if which == "default" else OpsParams(**{name: {"p": 0.5} for name in OpsParams.model_fields})
+    g = np.random.default_rng(size * 10 + channels)
+    images = (g.random((n, size, size, channels)) * 255).astype(np.uint8)
+    applied = [ops.make_params(cfg, derive_seed(7, "t", i), size, size) for i in range(n)]
+    assert {p["op"] for a in applied for p in a} >= {"hflip", "rotation", "affine", "color_jitter"}
+    batched = ops.apply_batch(images, applied)
+    one_by_one = np.stack([ops.apply(img, a) for img, a in zip(images, applied)])
+    assert batched.dtype == np.uint8 and batched.shape == images.shape
+    assert (batched != one_by_one).sum() == 0
+
+
+def test_apply_batch_edge_records():
+    img = image(1)
+    images = np.stack([img] * 5)
+    records = [
+        [],                                                              # no op
+        [{"op": "rotation", "angle": 90.0}],                             # torchvision's rot90 shortcut
+        [{"op": "rotation", "angle": -360.0}],                           # angle 0: a copy
+        [{"op": "affine", "tx": 2, "ty": -1, "scale": 1.0}, {"op": "hflip"}],  # out of OPS order: one by one
+        [{"op": "hflip"}, {"op": "hflip"}],                              # repeated: one by one (identity)
+    ]
+    out = ops.apply_batch(images, records)
+    for o, r in zip(out, records):
+        np.testing.assert_array_equal(o, ops.apply(img, r))
+    np.testing.assert_array_equal(out[0], img)
+    np.testing.assert_array_equal(out[4], img)
+    with pytest.raises(ValueError, match="unknown op 'shear'"):
+        ops.apply_batch(images[:1], [[{"op": "shear"}]])
+    with pytest.raises(ValueError, match="2 images but 1 op records"):
+        ops.apply_batch(images[:2], [[]])
+    assert ops.apply_batch(images[:0], []).shape[0] == 0
