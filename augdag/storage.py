@@ -259,17 +259,19 @@ def load_json(path: str | Path, what: str):
 
 
 class StageWriter:
-    """Collects samples for one stage output folder and flushes full shards as it goes."""
+    """Writes one stage output folder as it goes: each full shard is saved and its manifest rows appended to
+    manifest.parquet as one row group, so memory holds at most one shard of images and rows."""
 
     def __init__(self, folder: Path, shard_size: int = 4096, prefix: str = "shard"):
         self.folder = Path(folder)
         self.shard_size = shard_size
         self.prefix = prefix
         (self.folder / SHARDS).mkdir(parents=True, exist_ok=True)
-        self.rows: list[dict] = []
+        self.count = 0
         self._pending: list[np.ndarray] = []
         self._pending_rows: list[dict] = []
         self._n_shards = 0
+        self._parquet: pq.ParquetWriter | None = None
 
     def add(self, image: np.ndarray, **fields) -> dict:
         if image.dtype != np.uint8 or image.ndim != 3:
@@ -292,14 +294,22 @@ class StageWriter:
         faults.wrote(self.folder / SHARDS / name)
         for i, r in enumerate(self._pending_rows):
             r["shard"], r["index"] = name, i
-        self.rows.extend(self._pending_rows)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.folder / MANIFEST, SCHEMA, compression="zstd")
+        self._parquet.write_table(pa.Table.from_pylist(self._pending_rows, schema=SCHEMA))
+        self.count += len(self._pending_rows)
         self._n_shards += 1
         self._pending, self._pending_rows = [], []
 
-    def close(self) -> pd.DataFrame:
+    def close(self, frame: bool = True) -> pd.DataFrame | None:
+        """Finish manifest.parquet; the manifest as a frame (read back), or None with frame=False."""
         self._flush()
-        write_manifest(self.folder / MANIFEST, self.rows)
-        return manifest_frame(self.rows)
+        if self._parquet is None:
+            write_manifest(self.folder / MANIFEST, [])
+        else:
+            self._parquet.close()
+            faults.wrote(self.folder / MANIFEST)
+        return read_manifest(self.folder) if frame else None
 
 
 _NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
@@ -315,11 +325,22 @@ def manifest_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def write_manifest(path: Path, rows: list[dict] | pd.DataFrame) -> None:
-    if isinstance(rows, pd.DataFrame):
-        rows = rows.to_dict("records")
-    table = pa.Table.from_pylist([{c: _plain(r.get(c)) for c in COLUMNS} for r in rows], schema=SCHEMA)
+    if isinstance(rows, pd.DataFrame):  # column-wise: no dict per row (quality and merge write millions)
+        frame = rows.reindex(columns=COLUMNS).reset_index(drop=True)
+        table = pa.Table.from_arrays([_column(frame[c], SCHEMA.field(c).type) for c in COLUMNS], schema=SCHEMA)
+    else:
+        table = pa.Table.from_pylist([{c: _plain(r.get(c)) for c in COLUMNS} for r in rows], schema=SCHEMA)
     pq.write_table(table.replace_schema_metadata(None), path, compression="zstd")
     faults.wrote(path)
+
+
+def _column(series: pd.Series, type_: pa.DataType) -> pa.Array:
+    """One manifest column as Arrow, with _plain's conversions (NaN and pd.NA are null, arrays are lists)."""
+    if series.isna().all():
+        return pa.nulls(len(series), type=type_)
+    if pa.types.is_list(type_) or series.dtype == object:
+        return pa.array([_plain(v) for v in series.tolist()], type=type_)
+    return pa.array(series, type=type_, from_pandas=True)
 
 
 def _plain(v):

@@ -32,7 +32,7 @@ def run_branch(p: Params, root: Path, branch: str, chunk_fn: Callable, mapper: C
             for img, fields in result:
                 w.add(img, **fields)
             progress.update(len(result))
-        manifest = w.close()
-        summary = {"enabled": plan["enabled"], "samples": len(manifest)}
+        w.close(frame=False)
+        summary = {"enabled": plan["enabled"], "samples": w.count}
         write_json(tmp / "summary.json", summary)
     return summary

@@ -46,3 +46,30 @@ def test_content_hash_sees_shape_and_bytes():
 def test_writer_refuses_non_uint8(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         StageWriter(tmp_path).add(np.zeros((2, 2, 1), np.float32), sample_id="x")
+
+
+def test_writer_streams_row_groups_and_frames_write_like_rows(tmp_path):
+    """The writer appends one row group per shard (no rows kept); a manifest written from a frame (quality,
+    merge: column-wise) holds the same table as one written from its rows."""
+    import pyarrow.parquet as pq
+
+    from augdag.storage import write_manifest
+
+    w = StageWriter(tmp_path / "s", shard_size=3)
+    for i in range(7):
+        w.add(np.full((2, 2, 1), i, np.uint8), sample_id=f"s{i}", split="train", branch="mix", label=i % 2,
+              soft_label=[0.25, 0.75] if i % 2 else None, parent_ids=[f"p{i}", f"q{i}"], op_params='{"lam": 0.5}',
+              seed=2**62 + i if i % 3 else None, weight=0.1 * i if i else None, gate="kept" if i % 2 else None)
+        assert w.count == 3 * ((i + 1) // 3)
+    m = w.close()
+    assert pq.ParquetFile(tmp_path / "s" / "manifest.parquet").num_row_groups == 3
+    assert len(m) == 7 and m.sample_id.tolist() == [f"s{i}" for i in range(7)]
+    m["psnr"] = 1.0  # extra columns are dropped
+    write_manifest(tmp_path / "frame.parquet", m)
+    write_manifest(tmp_path / "rows.parquet", m.to_dict("records"))
+    a, b = pq.read_table(tmp_path / "frame.parquet"), pq.read_table(tmp_path / "rows.parquet")
+    assert a.equals(b) and a.column_names == b.column_names
+    assert a.column("soft_label").to_pylist()[:2] == [None, [0.25, 0.75]]
+    assert a.column("seed").to_pylist()[:2] == [None, 2**62 + 1]
+    empty = StageWriter(tmp_path / "e")
+    assert empty.close().empty and empty.count == 0
