@@ -18,7 +18,9 @@ class Embedder:
     """Pooled pre-logit features of the ImageNet-pretrained backbone (frozen, eval mode)."""
 
     def __init__(self, image_size: int = 64, batch_size: int = 256):
-        self.model = build_model("efficientnet_lite0", 1, pretrained=True).eval()
+        # channels_last: oneDNN's depthwise convolutions run ~3.5x faster on CPU than in NCHW (features equal to
+        # ~1e-5; bench: a 32x32 batch of 256, 14.4 -> 4.0 ms per image on one thread)
+        self.model = build_model("efficientnet_lite0", 1, pretrained=True).eval().to(memory_format=torch.channels_last)
         self.image_size, self.batch_size = image_size, batch_size
 
     @torch.no_grad()
@@ -27,6 +29,7 @@ class Embedder:
         out = []
         for i in range(0, len(images), self.batch_size):
             x = preprocess(torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])), self.image_size)
+            x = x.contiguous(memory_format=torch.channels_last)
             out.append(self.model.forward_head(self.model.forward_features(x), pre_logits=True).double())
         return torch.cat(out).numpy() if out else np.zeros((0, self.model.num_features))
 
