@@ -162,6 +162,52 @@ def test_batch_equals_single_and_round_trip(trained, tmp_path):
         gen.sample_batch([0, 1], [3])
 
 
+def test_batched_sampling_gives_the_one_image_bytes(trained):
+    """sample_batch decodes in chunks (batched linear, channels_last deconvs, position-matched sigmoid);
+    each image must equal `sample` (what replay runs) byte for byte, and the batched path must be the
+    one taken here, not the one-image fallback."""
+    gen = load_generator(trained[5])
+    g = np.random.default_rng(7)
+    labels = [int(c) for c in g.integers(0, 2, 300)]
+    seeds = [int(s) for s in g.integers(0, 2**63, 300)]
+    labels[1], seeds[1], seeds[2] = np.int64(1), np.uint64(2**63 + 11), 2**64 + 5  # numpy ints; a seed past 64 bits
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, THREADS):
+            torch.set_num_threads(threads)
+            batch = gen.sample_batch(labels, seeds)  # chunks of 256 and 44
+            single = np.stack([gen.sample(c, s) for c, s in zip(labels, seeds)])
+            assert batch.shape == (300, 16, 16, 1) and batch.dtype == np.uint8
+            assert batch.tobytes() == single.tobytes()
+            assert len({im.tobytes() for im in batch}) == 300, "every (label, seed) pair gives its own image"
+            assert gen.batch_checks.get((256, threads)) is True and gen.batch_checks.get((44, threads)) is True, \
+                gen.batch_checks
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batch_that_differs_from_one_image_decode_falls_back(trained, monkeypatch):
+    """Fault injection: one batched logit one ulp off -> the chunk check catches it, the chunk is sampled
+    one image at a time (still the bytes of `sample`) and that batch size is not batched again."""
+    gen = load_generator(trained[5])
+    real = gen._batch_logits
+    calls = []
+
+    def off_by_one_ulp(labels, seeds):
+        calls.append(len(labels))
+        x = real(labels, seeds)
+        x[-1, 0, 0, 0] = torch.nextafter(x[-1, 0, 0, 0], torch.tensor(np.inf))
+        return x
+
+    monkeypatch.setattr(gen, "_batch_logits", off_by_one_ulp)
+    labels, seeds = [0, 1, 1, 0, 1], [3, 4, 5, 6, 7]
+    want = np.stack([gen.sample(c, s) for c, s in zip(labels, seeds)])
+    np.testing.assert_array_equal(gen.sample_batch(labels, seeds), want)
+    assert gen.batch_checks == {(5, THREADS): False}
+    np.testing.assert_array_equal(gen.sample_batch(labels, seeds), want)
+    assert calls == [5], "a batch size that failed its check is not decoded in a batch again"
+
+
 def test_foreign_and_wrong_shaped_files_are_refused(trained, tmp_path):
     _, _, _, state, meta, _, _ = trained
     foreign = tmp_path / "foreign.safetensors"
