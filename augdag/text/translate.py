@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 from augdag.errors import LineageError, ModelError
+from augdag.text.data import check_texts
 
 OP = "back_translate"
 APT_HINT = "install the Debian packages: apt-get install apertium apertium-{pair}"
@@ -68,16 +69,6 @@ class Translator(Protocol):
     def identity(self) -> str: ...
 
     def translate(self, texts: Sequence[str], src: str, tgt: str) -> list[str]: ...
-
-
-def _check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError(f"{what} must be a list of strings, not one string")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise ValueError(f"{what}[{i}] is {type(t).__name__}, expected str")
-    return out
 
 
 def normalize_space(text: str) -> str:
@@ -186,7 +177,7 @@ class ApertiumTranslator:
         return parts[:len(chunks)]
 
     def translate(self, texts: Sequence[str], src: str, tgt: str) -> list[str]:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         pair = f"{src}-{tgt}"
         if pair not in self._pipes:
             raise ValueError(f"translation direction {pair!r} is not in this translator's pairs "
@@ -295,7 +286,7 @@ class MarianTranslator:
     def translate(self, texts: Sequence[str], src: str, tgt: str) -> list[str]:
         import torch
 
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         pair = f"{src}-{tgt}"
         if pair not in self.folders:
             raise ValueError(f"no MarianMT model for direction {pair!r}; have {sorted(self.folders)}")
@@ -334,7 +325,7 @@ def back_translate(texts: Sequence[str], translator: Translator, pivot: str = "s
     Returns, per text, a record {"op", "translator" (identity), "src", "pivot", "intermediate", "output",
     "changes" (word_changes(source, output))}, or None where the output equals the source up to spacing
     (nothing was augmented) or the text is empty."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     ident = translator.identity
     forward = translator.translate(texts, src, pivot)
     back = translator.translate(forward, pivot, src)
