@@ -344,3 +344,43 @@ def test_ctrl_c_stops_the_server_and_the_deployments(served):
     while (listening(served.port) or health(served.port)) and time.monotonic() < deadline:
         time.sleep(1)
     assert not listening(served.port) and not health(served.port)
+
+
+def test_ctrl_c_stops_even_when_prefects_serve_does_not_return(tmp_path):
+    """If Prefect's serve() swallows Ctrl-C (seen under load in full-suite runs), augdag still stops the server
+    it started and exits, after STOP_GRACE_S."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "import prefect\n"
+        "from augdag.flows import serve as s\n"
+        "s.STOP_GRACE_S = 2.0\n"
+        "server = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "print('server pid', server.pid, flush=True)\n"
+        "s.start_server = lambda host, port: server\n"
+        "s.deployments = lambda root: []\n"
+        "def stubborn(*a, **k):\n"
+        "    print('serving', flush=True)\n"
+        "    while True:\n"
+        "        try:\n"
+        "            time.sleep(0.2)\n"
+        "        except KeyboardInterrupt:\n"
+        "            pass\n"
+        "prefect.serve = stubborn\n"
+        "s.serve_all(sys.argv[1], port=1)\n")
+    proc = subprocess.Popen([str(BIN / "python"), str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("serving"):
+            break
+    server_pid = int(next(x for x in lines if x.startswith("server pid")).split()[-1])
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "did not return within 2 s of Ctrl-C" in out
+    with pytest.raises(ProcessLookupError):  # the server's process group is gone
+        for _ in range(50):
+            os.kill(server_pid, 0)
+            time.sleep(0.2)
