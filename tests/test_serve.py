@@ -360,9 +360,12 @@ def test_ctrl_c_stops_even_when_prefects_serve_does_not_return(tmp_path):
         "s.start_server = lambda host, port: server\n"
         "s.deployments = lambda root: []\n"
         "def stubborn(*a, **k):\n"
-        "    print('serving', flush=True)\n"
+        "    ready = False\n"
         "    while True:\n"
         "        try:\n"
+        "            if not ready:\n"
+        "                ready = True\n"
+        "                print('serving', flush=True)\n"
         "            time.sleep(0.2)\n"
         "        except KeyboardInterrupt:\n"
         "            pass\n"
@@ -377,7 +380,12 @@ def test_ctrl_c_stops_even_when_prefects_serve_does_not_return(tmp_path):
             break
     server_pid = int(next(x for x in lines if x.startswith("server pid")).split()[-1])
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        os.killpg(server_pid, signal.SIGKILL)
+        raise
     assert proc.returncode == 0, "".join(lines) + out
     assert "did not return within 2 s of Ctrl-C" in out
     with pytest.raises(ProcessLookupError):  # the server's process group is gone
