@@ -1,5 +1,6 @@
 """Offline defaults: nothing is downloaded at run time, and no telemetry is sent."""
 
+import contextlib
 import os
 
 OFFLINE = {
@@ -16,3 +17,19 @@ OFFLINE = {
 def set_offline() -> None:
     for k, v in OFFLINE.items():
         os.environ.setdefault(k, v)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to n inside the block (None or 0: left as they are), restored after."""
+    import torch
+
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

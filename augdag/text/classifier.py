@@ -42,16 +42,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from augdag.adversarial import soft_ce
+from augdag.env import torch_threads
 from augdag.errors import DataError, ModelError
 from augdag.log import logger
 from augdag.seeding import derive_seed, rng
@@ -321,16 +321,6 @@ def evaluate_probs(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
 # Training
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    was = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(was)
-
-
 def _check_items(items) -> list[str | Pair]:
     if isinstance(items, str):
         raise ValueError("items: expected a sequence of texts and/or Pair(text_a, text_b, lam), got one string")
@@ -383,7 +373,7 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
         val = (encoder.check_texts(val_texts, "val_texts"), torch.as_tensor(labels_to_index(val_labels, classes)))
     log = logger()
     t0 = time.monotonic()
-    with torch.random.fork_rng(devices=[]), _threads(cfg.num_threads):
+    with torch.random.fork_rng(devices=[]), torch_threads(cfg.num_threads):
         torch.manual_seed(derive_seed(cfg.seed, STAGE, "init"))
         model = new_classifier(classes, cfg.max_length, cfg.dropout, encoder_path)
         model.train_config = asdict(cfg)

