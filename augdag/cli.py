@@ -20,7 +20,14 @@ def _print_lineage(rows: list[dict]) -> None:
         ops = r["op_params"].get("ops") if isinstance(r["op_params"], dict) else None
         print(f"{'  ' * depth}{r['sample_id']}  [{r['stage']}/{r['branch']}] label={r['label']} "
               f"hash={r['content_hash'][:12]}")
-        if ops:
+        if r.get("text") is not None:
+            print(f"{'  ' * depth}    text: {r['text']}")
+        changes = r["op_params"].get("changes") if isinstance(r["op_params"], dict) else None
+        if changes and r.get("text") is not None:  # text: [op, old, new] or back-translation/paraphrase dicts
+            for c in changes:
+                op, old, new = (c["op"], c["old"], c["new"]) if isinstance(c, dict) else c
+                print(f"{'  ' * depth}    {op}: {old!r} -> {new!r}")
+        elif ops:
             for op in ops:
                 print(f"{'  ' * depth}    {op['op']}: " + ", ".join(f"{k}={v}" for k, v in op.items() if k != "op"))
         if not r["parent_ids"]:
@@ -143,6 +150,8 @@ def _dispatch(args, root: Path) -> int:
         else:
             print(f"{res['sample_id']}: {'OK, content hash reproduced' if res['match'] else 'MISMATCH'} "
                   f"({res['replayed_hash'][:16]})")
+            if res.get("stored_hash", res["recorded_hash"]) != res["recorded_hash"]:
+                print("note: the text stored in the manifest is not the one its hash was recorded for (edited since)")
             if res.get("params_redrawn_match") is False:
                 print("note: params.yaml has changed since; re-drawing from the seed gives other op params")
         return 0 if res["match"] else 1

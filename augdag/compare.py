@@ -145,6 +145,12 @@ def _absolute_paths(params: Params, base_dir: Path) -> Params:
     d["generative"]["checkpoint"] = fix(d["generative"]["checkpoint"])
     d["generative"]["diffusers"]["path"] = fix(d["generative"]["diffusers"]["path"])
     d["merge"]["extra_sources"] = {k: fix(v) for k, v in d["merge"]["extra_sources"].items()}
+    t = d["text"]
+    if t["ingest"]["source"] != "rotten-tomatoes":
+        t["ingest"]["source"] = fix(t["ingest"]["source"])
+    t["generative"]["paraphrase"]["model_path"] = fix(t["generative"]["paraphrase"]["model_path"])
+    t["generative"]["marian"] = {k: fix(v) for k, v in t["generative"]["marian"].items()}
+    t["finetune"]["encoder_path"] = fix(t["finetune"]["encoder_path"])
     return parse_params(d)
 
 

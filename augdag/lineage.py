@@ -49,7 +49,8 @@ def chain(root: Path, sample_id: str) -> list[dict]:
         seen.add(sid)
         stage, r = find(root, sid)
         out.append({"stage": stage, **{k: r[k] for k in ("sample_id", "branch", "label", "soft_label", "parent_ids",
-                                                          "source", "op_params", "seed", "content_hash", "gate")}})
+                                                          "source", "op_params", "seed", "content_hash", "gate")},
+                    **({"text": r["text"]} if r.get("text") is not None else {})})
         frontier.extend(r["parent_ids"] or [])
     return out
 
@@ -62,7 +63,11 @@ def replay(root: Path, sample_id: str, params=None) -> dict:
     """
     stage, r = find(root, sample_id)
     result = {"sample_id": sample_id, "stage": stage, "recorded_hash": r["content_hash"]}
-    if stage == "ingest":
+    from augdag.tasks import text
+
+    if text.is_text_run(root):
+        result.update(text.replay(root, stage, r, params))
+    elif stage == "ingest":
         data = StageData(out_dir(root, "ingest"))
         result["replayed_hash"] = content_hash(data.image(r))
         result["note"] = "raw sample: hash of the stored image"
@@ -107,5 +112,5 @@ def replay(root: Path, sample_id: str, params=None) -> dict:
             result["replayed_hash"] = content_hash(g.sample(int(r["label"]), int(r["op_params"]["latent_seed"])))
     else:
         raise LineageError(f"replay of {stage} samples is not implemented")
-    result["match"] = result["replayed_hash"] == result["recorded_hash"]
+    result["match"] = result["replayed_hash"] == result["recorded_hash"] == result.get("stored_hash", result["recorded_hash"])
     return result

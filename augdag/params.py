@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from augdag.errors import ParamsError
 from augdag.generative import GeneratorConfig
+from augdag.text.params import TextParams
 
 BRANCHES = ("traditional", "mix", "generative")
 SOURCES = ("raw",) + BRANCHES
@@ -337,6 +338,8 @@ class RunnerParams(_Strict):
 
 class Params(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**63)
+    modality: Literal["image", "text"] = Field(
+        default="image", description="image: the image sections below | text: the `text` section (issue 8)")
     runner: RunnerParams = RunnerParams()
     ingest: IngestParams = IngestParams()
     strategy: StrategyParams = StrategyParams()
@@ -348,6 +351,7 @@ class Params(_Strict):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
+    text: TextParams = TextParams()
 
 
 _SHORT = reprlib.Repr()

@@ -51,9 +51,11 @@ SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("channels", pa.int32()),
         ("weight", pa.float64()),
+        ("text", pa.string()),  # modality text: the sample's text (no shard); null for images and Mixup pairs
     ]
 )
 COLUMNS = SCHEMA.names
+OPTIONAL = {"text"}  # manifests written before the column existed read it as null
 
 
 def content_hash(image: np.ndarray) -> str:
@@ -62,6 +64,11 @@ def content_hash(image: np.ndarray) -> str:
     h = hashlib.sha256(f"{a.shape}|{a.dtype}|".encode())
     h.update(a.tobytes())
     return h.hexdigest()
+
+
+def text_hash(text: str) -> str:
+    """sha256 of one text sample (UTF-8), for the content_hash column of text manifests."""
+    return hashlib.sha256(b"text|" + text.encode("utf-8")).hexdigest()
 
 
 def row(**fields) -> dict:
@@ -374,6 +381,9 @@ def read_table(path: str | Path, **kwargs) -> pa.Table:
         table = pq.read_table(path, **kwargs)
     except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a readable Parquet manifest: {err}") from None
+    names = table.column_names
+    for c in OPTIONAL - set(names):
+        table = table.append_column(SCHEMA.field(c), pa.nulls(table.num_rows, SCHEMA.field(c).type))
     names = table.column_names
     missing = [c for c in COLUMNS if c not in names]
     if missing:

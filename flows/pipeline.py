@@ -83,6 +83,17 @@ def _table(name: str, root: Path, status: str) -> None:
         create_table_artifact(rows, key=f"augdag-{name}-table", description=f"augdag stage {name}: figures ({status})")
 
 
+def _text_samples(name: str, root: Path) -> None:
+    """Modality text: a branch's first variants beside their sources, changes marked (`augdag-<branch>-samples`)."""
+    if name not in SOURCES[1:]:
+        return
+    from augdag.tasks.text import samples_markdown
+
+    md = samples_markdown(root, name)
+    if md:
+        create_markdown_artifact(md, key=f"augdag-{name}-samples", description=f"augdag {name}: text samples")
+
+
 def _report_link(root: Path) -> None:
     page = root / "data" / "report" / "report.html"
     if not page.exists():
@@ -110,6 +121,7 @@ def stage_task(name: str, params: Params, root: str, workers: int, force: bool =
     dvcops.commit(root_p, name)
     _artifact(name, "ran", summary, time.monotonic() - t0)
     _table(name, root_p, "ran")
+    _text_samples(name, root_p)
     return summary
 
 

@@ -81,7 +81,7 @@ def _checks(p: Params, branch: str) -> tuple[dict, dict]:
     return params, modes
 
 
-GATE_SUITES = ("branch.json", "merged.json", "merged_classes.json")
+GATE_SUITES = ("branch.json", "merged.json", "merged_classes.json", "text_branch.json")
 
 
 def check_mode_names(p: Params) -> None:

@@ -377,3 +377,22 @@ def test_compare_flow_end_to_end(tmp_path, prefect_server, capsys):
     assert not [e for e in plots.get("errors", []) if "by strategy" in e.get("name", "")]
     values = plots["data"][ids[0]][0]["content"]["data"]["values"]
     assert len(values) == 1 and values[0]["strategy"] == "none"
+
+
+def test_relative_paths_mean_the_project_folder_for_text_too(tmp_path):
+    """A scratch run sees params.yaml's relative paths (image and text) as paths in the project folder."""
+    from augdag.compare import _absolute_paths
+    from augdag.params import parse_params
+
+    p = parse_params({"modality": "text", "ingest": {"source": "imgs"},
+                      "text": {"ingest": {"source": "data/reviews.csv"},
+                               "generative": {"marian": {"eng-spa": "m/en-es", "spa-eng": "/abs/es-en"},
+                                              "paraphrase": {"model_path": "lm"}},
+                               "finetune": {"encoder_path": "enc"}}})
+    q = _absolute_paths(p, tmp_path)
+    assert q.ingest.source == str(tmp_path / "imgs")
+    assert q.text.ingest.source == str(tmp_path / "data" / "reviews.csv")
+    assert q.text.generative.marian == {"eng-spa": str(tmp_path / "m" / "en-es"), "spa-eng": "/abs/es-en"}
+    assert q.text.generative.paraphrase.model_path == str(tmp_path / "lm")
+    assert q.text.finetune.encoder_path == str(tmp_path / "enc")
+    assert _absolute_paths(parse_params({"modality": "text"}), tmp_path).text.ingest.source == "rotten-tomatoes"

