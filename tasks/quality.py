@@ -128,24 +128,36 @@ def run(p: Params, root: Path, **_) -> dict:
         frame["outlier_z"] = gate.window_z(frame[watch].to_numpy(np.float64), p.quality.outlier.window_size) \
             if watch else np.nan
         params, modes = _checks(p, branch)
-        result = gx.gate_frame(frame, SUITE, {"label_set": list(range(len(names))), **params}, modes=modes,
-                               results_path=results / f"{branch}.json")
-        for w in result.warnings:
-            log.warning("quality %s: %s", branch, w.line())
-        k, r = result.kept.copy(), result.rejected.copy()
-        for part, status in ((k, "kept"), (r, "rejected")):
-            part["gate"] = status
-            part["scores"] = _scores_json(part)
-        k["gate_reason"] = ""
+        k, r, summary[branch] = gate_branch(branch, frame, SUITE, {"label_set": list(range(len(names))), **params},
+                                            modes, results, SCORES, _scores_json)
         kept.append(k)
         rejected.append(r)
-        summary[branch] = {
-            "in": len(m), "kept": len(k), "rejected": len(r), "pass_rate": round(len(k) / len(m), 6),
-            "rejected_by": {name: sum(name in reason.split("; ") for reason in r.gate_reason)
-                            for name, c in result.checks.items() if c["mode"] == "filter"},
-            "checks": result.checks,
-            "mean_scores": {s: round(float(frame[s].mean()), 4) for s in SCORES if frame[s].notna().any()},
-        }
+    return write_gate(root, kept, rejected, summary, results)
+
+
+def gate_branch(branch: str, frame: pd.DataFrame, suite: Path, params: dict, modes: dict, results: Path,
+                scores: tuple[str, ...], scores_json) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One branch's scored frame through its suite: (kept rows, rejected rows, the branch's summary)."""
+    result = gx.gate_frame(frame, suite, params, modes=modes, results_path=results / f"{branch}.json")
+    for w in result.warnings:
+        logger().warning("quality %s: %s", branch, w.line())
+    k, r = result.kept.copy(), result.rejected.copy()
+    for part, status in ((k, "kept"), (r, "rejected")):
+        part["gate"] = status
+        part["scores"] = scores_json(part)
+    k["gate_reason"] = ""
+    return k, r, {
+        "in": len(frame), "kept": len(k), "rejected": len(r), "pass_rate": round(len(k) / len(frame), 6),
+        "rejected_by": {name: sum(name in reason.split("; ") for reason in r.gate_reason)
+                        for name, c in result.checks.items() if c["mode"] == "filter"},
+        "checks": result.checks,
+        "mean_scores": {s: round(float(frame[s].mean()), 4) for s in scores if frame[s].notna().any()},
+    }
+
+
+def write_gate(root: Path, kept: list, rejected: list, summary: dict, results: Path) -> dict:
+    """Data Docs for the branches' results, then data/quality: manifest, rejected, summary and metrics."""
+    log = logger()
     docs = None
     if any(summary[b]["in"] for b in BRANCHES):
         try:

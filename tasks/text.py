@@ -361,8 +361,7 @@ def _scores_json(frame: pd.DataFrame) -> list[str]:
 
 
 def quality(p: Params, root: Path) -> dict:
-    from augdag.storage import StageData
-    from augdag.tasks.quality import check_mode_names
+    from augdag.tasks.quality import check_mode_names, gate_branch, write_gate
     from augdag.text import gate
 
     log = logger()
@@ -370,7 +369,7 @@ def quality(p: Params, root: Path) -> dict:
     names = _classes(root)
     raw = _raw(root)
     texts = dict(zip(raw.sample_id, raw.text))
-    manifests = {b: StageData(out_dir(root, b)).manifest for b in BRANCHES}
+    manifests = {b: read_manifest(out_dir(root, b)) for b in BRANCHES}
     total = sum(len(m) for m in manifests.values())
     ref = None
     if total:
@@ -388,38 +387,11 @@ def quality(p: Params, root: Path) -> dict:
             continue
         frame = score_branch(p, branch, m, texts, ref, len(names))
         params, modes = _checks(p, branch, list(range(len(names))))
-        result = gx.gate_frame(frame, BRANCH_SUITE, params, modes=modes, results_path=results / f"{branch}.json")
-        for w in result.warnings:
-            log.warning("quality %s: %s", branch, w.line())
-        k, r = result.kept.copy(), result.rejected.copy()
-        for part, status in ((k, "kept"), (r, "rejected")):
-            part["gate"] = status
-            part["scores"] = _scores_json(part)
-        k["gate_reason"] = ""
+        k, r, summary[branch] = gate_branch(branch, frame, BRANCH_SUITE, params, modes, results, SCORES, _scores_json)
         kept.append(k)
         rejected.append(r)
-        summary[branch] = {
-            "in": len(m), "kept": len(k), "rejected": len(r), "pass_rate": round(len(k) / len(m), 6),
-            "rejected_by": {name: sum(name in reason.split("; ") for reason in r.gate_reason)
-                            for name, c in result.checks.items() if c["mode"] == "filter"},
-            "checks": result.checks,
-            "mean_scores": {s: round(float(frame[s].mean()), 4) for s in SCORES if frame[s].notna().any()},
-        }
         progress.update(len(m))
-    docs = None
-    if total:
-        try:
-            docs = gx.build_data_docs(results, out_dir(root, "validation") / "quality-docs")
-        except Exception as err:  # a view; its failure must not drop the gate's results
-            log.warning("quality: GE Data Docs not built: %s", err)
-    metrics = {b: {k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")} for b in BRANCHES}
-    with atomic_dir(out_dir(root, "quality")) as tmp:
-        write_manifest(tmp / "manifest.parquet", pd.concat(kept, ignore_index=True) if kept else [])
-        write_manifest(tmp / "rejected.parquet", pd.concat(rejected, ignore_index=True) if rejected else [])
-        write_json(tmp / "summary.json", summary)
-        write_json(tmp / "metrics.json", metrics)
-    log.info("quality (text): %s%s", json.dumps(metrics), f"; Data Docs: {docs}" if docs else "")
-    return {b: {k: summary[b][k] for k in ("in", "kept", "rejected")} for b in BRANCHES}
+    return write_gate(root, kept, rejected, summary, results)
 
 
 # ------------------------------------------------------------------------------------------------ merge
