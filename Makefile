@@ -14,7 +14,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: setup demo test data chromium apertium clean-data bench-setup setup-paraphrase
+.PHONY: setup demo demo-text test data chromium apertium clean-data bench-setup setup-paraphrase
 setup: $(VENV)/.installed data chromium apertium
 
 # torch and torchvision first, pinned to the builds that lie on this machine's disk (see README).
@@ -59,7 +59,11 @@ apertium:
 	fi
 
 demo: setup
-	@start=$$(date +%s); $(BIN)/augdag run; echo "pipeline run: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); $(BIN)/augdag run --set modality=image; echo "pipeline run: $$(( $$(date +%s) - start )) s"
+
+# The same DAG on texts (Rotten Tomatoes, fresh vs rotten); writes modality: text into params.yaml, as --set does.
+demo-text: setup
+	@start=$$(date +%s); $(BIN)/augdag run --set modality=text; echo "pipeline run: $$(( $$(date +%s) - start )) s"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -481,6 +481,9 @@ def write_overrides(path: str | Path, overrides: dict) -> Params:
     ry = YAML()
     ry.preserve_quotes = True
     ry.representer.add_representer(float, _represent_float)
+    # Keep the user's file as it was written: no re-wrapping of long flow mappings, nulls spelt null.
+    ry.width = 4096
+    ry.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else None
     if doc is None:
         doc = {}

@@ -67,3 +67,20 @@ def test_small_floats_are_written_back_as_floats(tmp_path):
     raw = yaml.safe_load(path.read_text())["finetune"]
     assert raw["lr"] == 1e-05 and isinstance(raw["lr"], float)
     assert raw["weight_decay"] == 2e-07 and isinstance(raw["weight_decay"], float)
+
+
+def test_set_keeps_the_rest_of_params_yaml_as_written(tmp_path):
+    """--set rewrites only what it sets: long flow mappings stay on one line, nulls stay null, comments stay."""
+    from conftest import REPO
+
+    from augdag.params import write_overrides
+
+    path = tmp_path / "params.yaml"
+    original = (REPO / "params.yaml").read_text()
+    path.write_text(original)
+    write_overrides(path, {"modality": "image"})  # the value it already has
+    assert path.read_text() == original
+    write_overrides(path, {"modality": "text", "text": {"finetune": {"steps": 5}}})
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
+    assert len(path.read_text().splitlines()) == len(original.splitlines())
+    assert [b.split("#")[0].strip() for _, b in changed] == ["modality: text", "steps: 5"]
