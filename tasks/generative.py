@@ -55,10 +55,9 @@ def produced_quality(real_train, train_labels, real_val, val_labels, generated, 
     emb = Embedder(image_size=64)
     f_train, f_val, f_gen = emb(real_train), emb(real_val), emb(generated)
     probe = LinearProbe(n_classes).fit(f_train, train_labels)
-    out = {
-        "label_agreement": round(float((probe.predict_proba(f_gen).argmax(1) == gen_labels).mean()), 6),
-        "reference_val_accuracy": round(float((probe.predict_proba(f_val).argmax(1) == val_labels).mean()), 6),
-    }
+    out = {"label_agreement": round(float((probe.predict_proba(f_gen).argmax(1) == gen_labels).mean()), 6)}
+    if len(f_val):  # no val split (ingest.n_val_per_class 0): no figure, rather than NaN in a metrics file
+        out["reference_val_accuracy"] = round(float((probe.predict_proba(f_val).argmax(1) == val_labels).mean()), 6)
     if len(f_val) >= 2 and len(f_gen) >= 2:
         out["frechet_generated_vs_val"] = round(frechet_distance(f_gen, f_val), 4)
         out["frechet_train_vs_val_floor"] = round(frechet_distance(f_train, f_val), 4)

@@ -375,3 +375,17 @@ def test_diffusers_backend_in_the_stage_with_replay(tmp_path):
     assert len(read_manifest(proj / "data" / "generative")) == 10
     with pytest.raises(ParamsError, match="generative.diffusers.path"):
         parse_params({"generative": {"backend": "diffusers"}})
+
+
+def test_produced_quality_without_a_val_split_writes_no_nan():
+    """ingest.n_val_per_class 0: the probe's val accuracy is left out, not NaN (which is not JSON)."""
+    from augdag.tasks.generative import produced_quality
+
+    g = np.random.default_rng(0)
+    images = g.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    out = produced_quality(images, labels, images[:0], labels[:0], images, labels, 2)
+    assert "reference_val_accuracy" not in out and 0.0 <= out["label_agreement"] <= 1.0
+    json.dumps(out, allow_nan=False)
+    with_val = produced_quality(images, labels, images[:2], labels[:2], images, labels, 2)
+    assert 0.0 <= with_val["reference_val_accuracy"] <= 1.0
