@@ -59,11 +59,13 @@ apertium:
 	fi
 
 demo: setup
-	@start=$$(date +%s); $(BIN)/augdag run --set modality=image; echo "pipeline run: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); rc=0; $(BIN)/augdag run --set modality=image || rc=$$?; \
+	  echo "pipeline run: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The same DAG on texts (Rotten Tomatoes, fresh vs rotten); writes modality: text into params.yaml, as --set does.
 demo-text: setup
-	@start=$$(date +%s); $(BIN)/augdag run --set modality=text; echo "pipeline run: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); rc=0; $(BIN)/augdag run --set modality=text || rc=$$?; \
+	  echo "pipeline run: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test: setup
 	$(BIN)/python -m pytest -q
