@@ -128,10 +128,10 @@ def _items(root: Path, branch: str) -> tuple[dict, list[tuple[str, int]]]:
     return plan, items
 
 
-def _write_branch(root: Path, branch: str, rows: list[dict], extra: dict | None = None) -> dict:
+def _write_branch(root: Path, branch: str, plan: dict, rows: list[dict], extra: dict | None = None) -> dict:
     with atomic_dir(out_dir(root, branch)) as tmp:
         write_manifest(tmp / "manifest.parquet", _frame(rows) if rows else [])
-        summary = {"enabled": bool(_items(root, branch)[0]["enabled"]), "samples": len(rows), **(extra or {})}
+        summary = {"enabled": bool(plan["enabled"]), "samples": len(rows), **(extra or {})}
         write_json(tmp / "summary.json", summary)
     return summary
 
@@ -167,8 +167,8 @@ def traditional(p: Params, root: Path) -> dict:
     from augdag.text import ops
 
     plan, items = _items(root, "traditional")
-    texts = _texts_by_id(root)
     raw = _raw(root)
+    texts = dict(zip(raw.sample_id, raw.text))
     tfidf = ops.TfidfModel.fit(raw[raw.split == "train"].text) if p.text.traditional.ops.tfidf_replace.p > 0 else None
     nlp = None
     if items and p.text.traditional.syntax.p > 0:
@@ -185,7 +185,7 @@ def traditional(p: Params, root: Path) -> dict:
                          parent_ids=[pid], source=sources[pid], op_params=json.dumps(op_params), seed=s,
                          content_hash=text_hash(out), text=out))
         progress.update()
-    return _write_branch(root, "traditional", rows, {"unchanged": unchanged})
+    return _write_branch(root, "traditional", plan, rows, {"unchanged": unchanged})
 
 
 def mix_pair(p: Params, parent_id: str, k: int, train: pd.DataFrame, row_of: dict[str, int], pools,
@@ -221,7 +221,7 @@ def mix(p: Params, root: Path) -> dict:
     pools = mixing.PartnerPools(p.text.mix.pairing, labels)
     row_of = {sid: i for i, sid in enumerate(train.sample_id)}
     rows = [mix_pair(p, pid, k, train, row_of, pools, len(names)) for pid, k in items]
-    return _write_branch(root, "mix", rows)
+    return _write_branch(root, "mix", plan, rows)
 
 
 def make_translator(p: Params):
@@ -256,8 +256,8 @@ def generative(p: Params, root: Path) -> dict:
 
     plan, items = _items(root, "generative")
     methods = p.text.generative.methods
-    texts = _texts_by_id(root)
     raw = _raw(root)
+    texts = dict(zip(raw.sample_id, raw.text))
     labels, sources = dict(zip(raw.sample_id, raw.label)), dict(zip(raw.sample_id, raw.source))
     bt = [(pid, k) for pid, k in items if methods[k % len(methods)] == "back_translation" and k < len(methods)]
     para = [(pid, k) for pid, k in items if methods[k % len(methods)] == "paraphrase"]
@@ -290,7 +290,7 @@ def generative(p: Params, root: Path) -> dict:
     if repeats:
         logger().info("generative (text): %d variants not made (back-translation is deterministic: one per text)",
                       repeats)
-    summary = _write_branch(root, "generative", rows, {"unchanged": unchanged, "not_made_repeats": repeats,
+    summary = _write_branch(root, "generative", plan, rows, {"unchanged": unchanged, "not_made_repeats": repeats,
                                                         "methods": list(methods)})
     from augdag.tasks.generative import metrics_path
 
@@ -527,15 +527,17 @@ def evaluate(p: Params, root: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ report
 
+def _md(text: str) -> str:
+    """Text in a markdown table cell: one line, the characters that start a column, emphasis or strike escaped."""
+    return " ".join(text.split()).replace("|", "\\|").replace("*", "\\*").replace("~", "\\~")
+
+
 def marked(source: str, variant: str, style: str = "html") -> tuple[str, str]:
     """(source, variant) with the changed words marked: html, <del> in the source and <ins> in the variant
     (escaped); md (the Prefect UI's markdown), ~~struck~~ and **bold**."""
     import difflib
 
-    if style == "html":
-        esc, dele, ins = html.escape, "<del>{}</del>", "<ins>{}</ins>"
-    else:
-        esc, dele, ins = (lambda t: t.replace("|", "\\|").replace("*", "\\*").replace("~", "\\~")), "~~{}~~", "**{}**"
+    esc, dele, ins = (html.escape, "<del>{}</del>", "<ins>{}</ins>") if style == "html" else (_md, "~~{}~~", "**{}**")
     a, b = source.split(), variant.split()
     left, right = [], []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
@@ -567,8 +569,7 @@ def samples_markdown(root: Path, branch: str, n: int = 5) -> str | None:
         if isinstance(r.text, str):
             src, var = marked(texts[parents[0]], r.text, "md")
         else:
-            src, var = marked(texts[parents[0]], texts[parents[0]], "md")[0], "*mixed with* " + \
-                marked(texts[parents[1]], texts[parents[1]], "md")[0]
+            src, var = _md(texts[parents[0]]), "*mixed with* " + _md(texts[parents[1]])
         lines.append(f"| `{r.sample_id}` | {_how(branch, json.loads(r.op_params or '{}'))} | {src} | {var} |")
     return "\n".join(lines) + "\n"
 
