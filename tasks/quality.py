@@ -21,6 +21,7 @@ from augdag import gate, gx
 from augdag.errors import ParamsError
 from augdag.log import Progress, logger
 from augdag.params import BRANCHES, Params
+from augdag.seeding import derive_seed
 from augdag.storage import StageData, atomic_dir, write_json, write_manifest
 from augdag.tasks import out_dir
 from augdag.tasks.finetune import targets
@@ -63,6 +64,24 @@ def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, 
     known = set(raw_train.index)
     out["parents_in_raw"] = [all(pid in known for pid in (ps if ps is not None else [])) for ps in m.parent_ids]
     return out
+
+
+def reference_rows(train: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
+    """The raw train rows the reference classifier learns from: all of a class with at most `per_class` rows,
+    else the `per_class` rows of lowest derive_seed(seed, "quality-reference", sample_id), in manifest order.
+
+    The features of 60,000 images are 0.6 GB in float64 and the probe's L-BFGS holds two more copies; a linear
+    probe does not need them all, and the choice depends on the ids only (not on order or worker count).
+    """
+    if per_class is None or not len(train) or train.label.value_counts().max() <= per_class:
+        return train
+    key = np.array([derive_seed(seed, "quality-reference", s) for s in train.sample_id], dtype=np.uint64)
+    labels = train.label.to_numpy()
+    order = np.lexsort((key, labels))  # by class, then by key
+    starts = np.searchsorted(labels[order], labels[order], side="left")
+    keep = np.zeros(len(train), bool)
+    keep[order[np.arange(len(order)) - starts < per_class]] = True
+    return train[keep]
 
 
 def _checks(p: Params, branch: str) -> tuple[dict, dict]:
@@ -111,7 +130,7 @@ def run(p: Params, root: Path, **_) -> dict:
     total = sum(len(d.manifest) for d in manifests.values())
     ref = None
     if total:
-        train = raw.manifest[raw.manifest.split == "train"]
+        train = reference_rows(raw.manifest[raw.manifest.split == "train"], p.quality.reference_max_per_class, p.seed)
         log.info("quality: reference classifier on %d raw train images", len(train))
         ref = gate.ReferenceClassifier(raw.images(train), train.label.to_numpy(dtype=np.int64), len(names),
                                        image_size=p.quality.reference_image_size)

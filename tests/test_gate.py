@@ -200,3 +200,36 @@ def test_report_shows_gate_results_and_marks_missing_parts(project):
     first = rejected.sample_id.iloc[0]
     assert f'alt="{first}"' in gate_part and rejected.gate_reason.iloc[0].split("; ")[0] in gate_part
     assert "missing: run the evaluate stage" in page  # no fine-tune ran in this project
+
+
+def test_reference_rows_cap_per_class_by_id_not_by_order():
+    import pandas as pd
+
+    from augdag.tasks.quality import reference_rows
+
+    train = pd.DataFrame({"sample_id": [f"raw/{i:03d}" for i in range(60)], "label": [0] * 30 + [1] * 20 + [2] * 10})
+    picked = reference_rows(train, 12, seed=0)
+    assert picked.label.value_counts().to_dict() == {0: 12, 1: 12, 2: 10}
+    assert list(picked.index) == sorted(picked.index), "manifest order kept"
+    shuffled = reference_rows(train.sample(frac=1.0, random_state=3), 12, seed=0)
+    assert set(shuffled.sample_id) == set(picked.sample_id), "the choice depends on the ids, not on their order"
+    assert set(reference_rows(train, 12, seed=1).sample_id) != set(picked.sample_id)
+    assert reference_rows(train, None, seed=0) is train and reference_rows(train, 30, seed=0) is train
+
+
+def test_reference_classifier_learns_from_the_capped_subset(project, caplog):
+    import logging
+
+    root, over = project
+    n_train = len(read_manifest(root / "data" / "ingest").query("split == 'train'"))
+    probs = {}
+    for cap in (None, 2):
+        with caplog.at_level(logging.INFO, logger="augdag"):
+            run_stage("quality", _with(over, quality={"reference_max_per_class": cap}), root)
+        assert f"reference classifier on {n_train if cap is None else 2 * 10} raw train images" in caplog.text
+        caplog.clear()
+        rows = [read_manifest(root / "data" / "quality", f) for f in ("manifest.parquet", "rejected.parquet")]
+        probs[cap] = {sid: json.loads(s)["label_prob"] for r in rows for sid, s in zip(r.sample_id, r.scores)}
+    assert probs[None].keys() == probs[2].keys()
+    assert not np.allclose([probs[None][k] for k in probs[None]], [probs[2][k] for k in probs[None]]), \
+        "a probe on 2 images per class scores differently"
