@@ -91,21 +91,32 @@ def window_z(scores, window_size: int, min_history: int = MIN_HISTORY) -> np.nda
     NaN where the score is NaN or fewer than min(min_history, window_size) scores came before it;
     NaN scores do not enter the window. A score that differs from a constant window gets ±Z_CAP.
     """
-    need = max(2, min(min_history, window_size))
-    win: deque[float] = deque(maxlen=window_size)
-    out = np.full(len(scores), np.nan)
-    for i, s in enumerate(np.asarray(scores, np.float64)):
-        if math.isnan(s):
-            continue
-        if len(win) >= need:
-            a = np.fromiter(win, np.float64)
-            mean, std = a.mean(), a.std()
-            if std > 0:
-                out[i] = float(np.clip((s - mean) / std, -Z_CAP, Z_CAP))
-            else:
-                out[i] = 0.0 if s == mean else math.copysign(Z_CAP, s - mean)
-        win.append(float(s))
-    return out
+    return WindowZ(window_size, min_history)(scores)
+
+
+class WindowZ:
+    """window_z over a sequence that comes in parts: call it on each part in order; the window carries over,
+    so the parts' z's are window_z of the whole sequence."""
+
+    def __init__(self, window_size: int, min_history: int = MIN_HISTORY):
+        self.need = max(2, min(min_history, window_size))
+        self.win: deque[float] = deque(maxlen=window_size)
+
+    def __call__(self, scores) -> np.ndarray:
+        win, need = self.win, self.need
+        out = np.full(len(scores), np.nan)
+        for i, s in enumerate(np.asarray(scores, np.float64)):
+            if math.isnan(s):
+                continue
+            if len(win) >= need:
+                a = np.fromiter(win, np.float64)
+                mean, std = a.mean(), a.std()
+                if std > 0:
+                    out[i] = float(np.clip((s - mean) / std, -Z_CAP, Z_CAP))
+                else:
+                    out[i] = 0.0 if s == mean else math.copysign(Z_CAP, s - mean)
+            win.append(float(s))
+        return out
 
 
 class ReferenceClassifier:

@@ -331,14 +331,56 @@ def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     return _to_pandas(pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
+def _frame_table(rows: pd.DataFrame) -> pa.Table:
+    frame = rows.reindex(columns=COLUMNS).reset_index(drop=True)
+    return pa.Table.from_arrays([_column(frame[c], SCHEMA.field(c).type) for c in COLUMNS], schema=SCHEMA)
+
+
 def write_manifest(path: Path, rows: list[dict] | pd.DataFrame) -> None:
     if isinstance(rows, pd.DataFrame):  # column-wise: no dict per row (quality and merge write millions)
-        frame = rows.reindex(columns=COLUMNS).reset_index(drop=True)
-        table = pa.Table.from_arrays([_column(frame[c], SCHEMA.field(c).type) for c in COLUMNS], schema=SCHEMA)
+        table = _frame_table(rows)
     else:
         table = pa.Table.from_pylist([{c: _plain(r.get(c)) for c in COLUMNS} for r in rows], schema=SCHEMA)
     pq.write_table(table.replace_schema_metadata(None), path, compression="zstd")
     faults.wrote(path)
+
+
+class ManifestWriter:
+    """A manifest written a frame at a time (each a row group), for stages whose rows come in chunks;
+    close() writes an empty manifest when no rows came."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._parquet: pq.ParquetWriter | None = None
+
+    def write(self, rows: pd.DataFrame) -> None:
+        if not len(rows):
+            return
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.path, SCHEMA, compression="zstd")
+        self._parquet.write_table(_frame_table(rows))
+
+    def close(self) -> None:
+        if self._parquet is None:
+            write_manifest(self.path, [])
+        else:
+            self._parquet.close()
+            faults.wrote(self.path)
+
+
+def manifest_rows(folder: str | Path, name: str = MANIFEST) -> int:
+    """The number of rows of a manifest, from its Parquet footer (a missing or unreadable file: DataError)."""
+    path = Path(folder) / name
+    try:
+        return pq.read_metadata(path).num_rows
+    except (pa.ArrowException, OSError, ValueError):
+        return read_manifest(folder, name).shape[0]  # raises the DataError that names what is wrong
+
+
+def table_chunks(table: pa.Table, rows: int) -> Iterator[pd.DataFrame]:
+    """A manifest table as consecutive frames of at most `rows` rows (each indexed from 0)."""
+    for start in range(0, table.num_rows, rows):
+        yield _to_pandas(table.slice(start, rows))
 
 
 def _column(series: pd.Series, type_: pa.DataType) -> pa.Array:
@@ -447,10 +489,18 @@ def _check_values(t: pa.Table, path: Path) -> None:
 class StageData:
     """Read access to one stage output folder."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, manifest: bool = True):
+        """manifest=False: read manifest.parquet only when .manifest is first asked for (a stage that streams
+        the manifest itself needs only the shards)."""
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
+        self._manifest = read_manifest(self.folder) if manifest else None
         self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def manifest(self) -> pd.DataFrame:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.folder)
+        return self._manifest
 
     def shard(self, name: str) -> np.ndarray:
         if name not in self._cache:

@@ -45,7 +45,7 @@ def rss_now_max() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: Path) -> None:
+def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: Path, verbose: bool) -> None:
     from augdag.env import set_offline
 
     set_offline()
@@ -57,7 +57,7 @@ def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: 
 
     import torch  # noqa: F401  (imported by the stages anyway; counted in the after-import level)
 
-    logging.getLogger("augdag").setLevel(logging.WARNING)
+    logging.getLogger("augdag").setLevel(logging.INFO if verbose else logging.WARNING)
     overrides = deep_merge(dotted_to_nested(list(PINNED) + list(extra)),
                            {"ingest": {"n_per_class": n_per_class, "n_val_per_class": 0}})
     p = load_params(REPO / "params.yaml", overrides=overrides)
@@ -70,14 +70,15 @@ def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: 
                                "samples": summary.get("samples") if isinstance(summary, dict) else None}
         if name == "ingest":
             out["train"] = summary["train"]
-    result.write_text(json.dumps(out))
+        result.write_text(json.dumps(out))  # after every stage: a long run that is stopped still shows its stages
 
 
-def spawn(root: Path, n: int, extra: list[str], workers: int, work: Path) -> dict:
+def spawn(root: Path, n: int, extra: list[str], workers: int, work: Path, verbose: bool = False) -> dict:
     result = work / f"n{n}.json"
     log = work / f"n{n}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", str(root), "--n-per-class", str(n),
-           "--workers", str(workers), "--result", str(result)] + (["--set", *extra] if extra else [])
+           "--workers", str(workers), "--result", str(result)] + (["--set", *extra] if extra else []) + \
+        (["--verbose"] if verbose else [])
     t = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=f, stderr=subprocess.STDOUT)
@@ -97,12 +98,14 @@ def main(argv=None):
                     help="params overrides on top of the project's params.yaml")
     ap.add_argument("--workers", type=int, default=2, help="thread pool per stage (dvc.yaml's branches use 2)")
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed at the end)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="the stages' progress lines in each size's log (<workdir>/n<N>.log), for long runs")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(Path(args.root), args.n_per_class[0], args.extra, args.workers, Path(args.result))
+        return child(Path(args.root), args.n_per_class[0], args.extra, args.workers, Path(args.result), args.verbose)
 
     print(machine_line())
     print(f"stages: {', '.join(STAGES)}; params: the project's params.yaml + "
@@ -117,7 +120,7 @@ def main(argv=None):
             if root.exists():
                 shutil.rmtree(root)
             root.mkdir(parents=True)
-            runs.append(spawn(root, n, args.extra, args.workers, work))
+            runs.append(spawn(root, n, args.extra, args.workers, work, args.verbose))
             r = runs[-1]
             data = sum(f.stat().st_size for f in (root / "data").rglob("*") if f.is_file())
             r["data"] = data

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from augdag import gate, gx
 from augdag.data import load_image, scan_folder
 from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import SOURCES, Params
-from augdag.storage import StageData, StageWriter, atomic_dir, read_manifest, write_json
+from augdag.storage import MANIFEST, StageData, StageWriter, atomic_dir, read_table, table_chunks, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import EXPECTATIONS, classes
 
@@ -30,9 +31,9 @@ from augdag.tasks.ingest import EXPECTATIONS, classes
 def check_merged(p: Params, manifest: pd.DataFrame, n_classes: int, results: Path) -> dict:
     """expectations/merged.json on the merged manifest and merged_classes.json on its per-class mass."""
     results.mkdir(parents=True, exist_ok=True)
-    frame = manifest.assign(
-        augmented=(manifest.branch != "raw").astype(int),
-        soft_label_sum=gate.soft_label_sum(manifest.soft_label))
+    frame = manifest  # the columns the suite checks are added in place: a copy of millions of rows is memory
+    frame["augmented"] = (manifest.branch != "raw").astype(int)
+    frame["soft_label_sum"] = gate.soft_label_sum(manifest.soft_label)
     lo, hi = p.merge.augmented_share
     label_set = list(range(n_classes))
     modes = p.quality.modes
@@ -76,12 +77,24 @@ def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> t
     return pd.DataFrame(rows), images
 
 
+FIELDS = ("sample_id", "split", "branch", "label", "soft_label", "parent_ids", "source", "op_params", "seed",
+          "generator_hash", "scores", "gate", "gate_reason")
+COLUMNS_READ = FIELDS + ("shard", "index", "height", "width", "channels")  # extra sources have no shard columns
+CHUNK_ROWS = 50_000
+
+
+def _kept_by_branch(root: Path) -> dict[str, pa.Table]:
+    """The gate's kept rows per branch (Arrow, the order they first appear in the gate's manifest)."""
+    table = read_table(out_dir(root, "quality") / MANIFEST)
+    table = table.filter(pc.equal(table.column("gate"), "kept"))
+    order = dict.fromkeys(table.column("branch").to_pylist())
+    return {b: table.filter(pc.equal(table.column("branch"), b)) for b in order}
+
+
 def run(p: Params, root: Path, **_) -> dict:
     raw = StageData(out_dir(root, "ingest"))
-    gate = read_manifest(out_dir(root, "quality"))
-    parts = {"raw": raw.manifest[raw.manifest.split == "train"]}
-    for branch, rows in gate[gate.gate == "kept"].groupby("branch", sort=False):
-        parts[branch] = rows
+    parts: dict[str, pd.DataFrame | pa.Table] = {"raw": raw.manifest[raw.manifest.split == "train"]}
+    parts.update(_kept_by_branch(root))
     extra_images = {}
     for name, folder in p.merge.extra_sources.items():
         parts[name], extra_images[name] = extra_source(name, folder, p, classes(root))
@@ -95,13 +108,17 @@ def run(p: Params, root: Path, **_) -> dict:
         progress = Progress("merge", sum(len(parts[s]) for s in weights))
         for source in weights:
             rows = parts[source]
-            reader = None if source in extra_images else raw if source == "raw" else StageData(out_dir(root, source))
+            reader = None if source in extra_images else raw if source == "raw" else StageData(out_dir(root, source),
+                                                                                                manifest=False)
             per_sample = weights[source] / total / len(rows)
-            for i, (_, r) in enumerate(rows.iterrows()):
-                fields = {k: r[k] for k in ("sample_id", "split", "branch", "label", "soft_label", "parent_ids", "source",
-                                            "op_params", "seed", "generator_hash", "scores", "gate", "gate_reason")}
-                w.add(extra_images[source][i] if reader is None else reader.image(r), **fields, weight=per_sample)
-            progress.update(len(rows))
+            chunks = table_chunks(rows, CHUNK_ROWS) if isinstance(rows, pa.Table) else [rows]
+            i = 0
+            for chunk in chunks:  # a branch's rows a chunk at a time, as Python values (no Series per row)
+                for r in chunk[[c for c in COLUMNS_READ if c in chunk.columns]].to_dict("records"):
+                    fields = {k: r[k] for k in FIELDS}
+                    w.add(extra_images[source][i] if reader is None else reader.image(r), **fields, weight=per_sample)
+                    i += 1
+                progress.update(len(chunk))
             summary[source] = {"samples": len(rows), "mass": weights[source] / total}
         manifest = w.close()
         summary["checks"] = check_merged(p, manifest, len(classes(root)), out_dir(root, "validation") / "merge")

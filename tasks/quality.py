@@ -22,7 +22,7 @@ from augdag.errors import ParamsError
 from augdag.log import Progress, logger
 from augdag.params import BRANCHES, Params
 from augdag.seeding import derive_seed
-from augdag.storage import StageData, atomic_dir, write_json, write_manifest
+from augdag.storage import MANIFEST, ManifestWriter, StageData, atomic_dir, manifest_rows, read_table, table_chunks, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.finetune import targets
 from augdag.tasks.ingest import EXPECTATIONS, classes
@@ -34,10 +34,13 @@ CHUNK = 1024
 
 
 def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, ref: gate.ReferenceClassifier,
-                 progress: Progress | None = None) -> pd.DataFrame:
-    """The branch manifest with the score columns and the derived columns the suite checks."""
+                 progress: Progress | None = None, raw_train: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The branch manifest (or a chunk of it) with the score columns and the derived columns the suite checks.
+
+    raw_train: the raw train rows indexed by sample_id (built from `raw` when not given)."""
     n_classes = ref.n_classes
-    raw_train = raw.manifest[raw.manifest.split == "train"].set_index("sample_id")
+    if raw_train is None:
+        raw_train = raw.manifest[raw.manifest.split == "train"].set_index("sample_id")
     cols = {k: np.full(len(m), np.nan) for k in SCORES}
     for start in range(0, len(m), CHUNK):
         rows = m.iloc[start:start + CHUNK]
@@ -61,7 +64,7 @@ def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, 
     for k in ("psnr", "ssim", "in_frame", "label_prob"):
         out[k] = cols[k]
     out["soft_label_sum"] = gate.soft_label_sum(m.soft_label)
-    known = set(raw_train.index)
+    known = raw_train.index
     out["parents_in_raw"] = [all(pid in known for pid in (ps if ps is not None else [])) for ps in m.parent_ids]
     return out
 
@@ -120,73 +123,143 @@ def _scores_json(frame: pd.DataFrame) -> list[str]:
 
 
 def run(p: Params, root: Path, **_) -> dict:
+    """Each branch's manifest goes through scoring and its suite in chunks of quality.chunk_rows rows (Arrow
+    holds the manifest, checked on read, sample ids unique; pandas, the scores and Great Expectations see one
+    chunk at a time); kept and rejected rows are appended to their Parquet files chunk by chunk."""
     log = logger()
     check_mode_names(p)
     names = classes(root)
     raw = StageData(out_dir(root, "ingest"))
     results = out_dir(root, "validation") / "quality"
     results.mkdir(parents=True, exist_ok=True)
-    manifests = {b: StageData(out_dir(root, b)) for b in BRANCHES}
-    total = sum(len(d.manifest) for d in manifests.values())
+    sizes = {b: manifest_rows(out_dir(root, b)) for b in BRANCHES}
     ref = None
-    if total:
-        train = reference_rows(raw.manifest[raw.manifest.split == "train"], p.quality.reference_max_per_class, p.seed)
+    raw_train = raw.manifest[raw.manifest.split == "train"]
+    if sum(sizes.values()):
+        train = reference_rows(raw_train, p.quality.reference_max_per_class, p.seed)
         log.info("quality: reference classifier on %d raw train images", len(train))
         ref = gate.ReferenceClassifier(raw.images(train), train.label.to_numpy(dtype=np.int64), len(names),
                                        image_size=p.quality.reference_image_size)
-    progress = Progress("quality", total)
-    kept, rejected, summary = [], [], {}
-    for branch in BRANCHES:
-        data = manifests[branch]
-        m = data.manifest
-        if not len(m):
-            summary[branch] = {"in": 0, "kept": 0, "rejected": 0, "pass_rate": None, "checks": {}}
-            continue
-        frame = score_branch(branch, m, data, raw, ref, progress)
-        watch = p.quality.outlier.score.get(branch)
-        frame["outlier_z"] = gate.window_z(frame[watch].to_numpy(np.float64), p.quality.outlier.window_size) \
-            if watch else np.nan
-        params, modes = _checks(p, branch)
-        k, r, summary[branch] = gate_branch(branch, frame, SUITE, {"label_set": list(range(len(names))), **params},
-                                            modes, results, SCORES, _scores_json)
-        kept.append(k)
-        rejected.append(r)
-    return write_gate(root, kept, rejected, summary, results)
+    raw_train = raw_train.set_index("sample_id")
+    progress = Progress("quality", sum(sizes.values()))
+    summary: dict = {}
+
+    def parts():
+        for branch in BRANCHES:
+            if not sizes[branch]:
+                summary[branch] = {"in": 0, "kept": 0, "rejected": 0, "pass_rate": None, "checks": {}}
+                continue
+            data = StageData(out_dir(root, branch), manifest=False)
+            table = read_table(data.folder / MANIFEST)
+            watch = p.quality.outlier.score.get(branch)
+            window = gate.WindowZ(p.quality.outlier.window_size)
+            params, modes = _checks(p, branch)
+            params = {"label_set": list(range(len(names))), **params}
+            tally = BranchTally(SCORES, sizes[branch])
+            for m in table_chunks(table, p.quality.chunk_rows):
+                frame = score_branch(branch, m, data, raw, ref, progress, raw_train)
+                frame["outlier_z"] = window(frame[watch].to_numpy(np.float64)) if watch else np.nan
+                k, r = gate_chunk(branch, frame, SUITE, params, modes, results, tally, SCORES, _scores_json)
+                yield k, r
+            summary[branch] = tally.summary()
+
+    return write_gate(root, parts(), summary, results)
 
 
-def gate_branch(branch: str, frame: pd.DataFrame, suite: Path, params: dict, modes: dict, results: Path,
-                scores: tuple[str, ...], scores_json) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """One branch's scored frame through its suite: (kept rows, rejected rows, the branch's summary)."""
-    result = gx.gate_frame(frame, suite, params, modes=modes, results_path=results / f"{branch}.json")
+def _result_path(results: Path, branch: str, chunk: int) -> Path:
+    """The validation result of a branch's chunk: <branch>.json for the first, <branch>.part001.json, ... after."""
+    return results / (f"{branch}.json" if chunk == 0 else f"{branch}.part{chunk:03d}.json")
+
+
+class BranchTally:
+    """A branch's gate summary summed over its chunks (counts, check outcomes, score means)."""
+
+    def __init__(self, scores: tuple[str, ...], total: int = 0):
+        self.scores, self.total = scores, total  # total: the branch's rows, when it comes in chunks
+        self.chunks = self.n = self.kept = self.rejected = 0
+        self.rejected_by: dict[str, int] = {}
+        self.checks: dict[str, dict] = {}
+        self.sums = {s: 0.0 for s in scores}
+        self.counts = {s: 0 for s in scores}
+
+    def add(self, frame: pd.DataFrame, k: pd.DataFrame, r: pd.DataFrame, result) -> None:
+        self.chunks += 1
+        self.n, self.kept, self.rejected = self.n + len(frame), self.kept + len(k), self.rejected + len(r)
+        for name, c in result.checks.items():
+            if c["mode"] == "filter":
+                self.rejected_by[name] = self.rejected_by.get(name, 0) + sum(
+                    name in reason.split("; ") for reason in r.gate_reason)
+            old = self.checks.get(name)
+            if old is None:
+                self.checks[name] = dict(c)
+                continue
+            if c["success"] is not None:
+                old["success"] = c["success"] if old["success"] is None else bool(old["success"] and c["success"])
+            for key in ("unexpected_count", "element_count"):
+                if c[key] is not None:
+                    old[key] = c[key] + (old[key] or 0)
+        for s in self.scores:
+            col = frame[s]
+            self.sums[s] += float(col.sum())
+            self.counts[s] += int(col.count())
+
+    def summary(self) -> dict:
+        return {
+            "in": self.n, "kept": self.kept, "rejected": self.rejected, "pass_rate": round(self.kept / self.n, 6),
+            "rejected_by": self.rejected_by, "checks": self.checks,
+            "mean_scores": {s: round(self.sums[s] / self.counts[s], 4) for s in self.scores if self.counts[s]},
+        }
+
+
+def gate_chunk(branch: str, frame: pd.DataFrame, suite: Path, params: dict, modes: dict, results: Path,
+               tally: BranchTally, scores: tuple[str, ...], scores_json) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One chunk of a branch's scored rows through its suite: (kept rows, rejected rows), counted in tally.
+
+    The suite's checks are row-wise, so chunking does not change which rows they keep; the one whole-set
+    check, unique sample ids, holds for the whole manifest already (read_table refuses duplicates)."""
+    if tally.chunks == 0:  # a branch's first chunk: results of an earlier, longer run's further chunks go
+        for old in results.glob(f"{branch}.part*.json"):
+            old.unlink()
+    chunk = tally.chunks
+    result = gx.gate_frame(frame, suite, params, modes=modes, results_path=_result_path(results, branch, chunk))
+    where = f" (rows {tally.n}-{tally.n + len(frame) - 1})" if chunk or len(frame) < tally.total else ""
     for w in result.warnings:
-        logger().warning("quality %s: %s", branch, w.line())
+        logger().warning("quality %s%s: %s", branch, where, w.line())
     k, r = result.kept.copy(), result.rejected.copy()
     for part, status in ((k, "kept"), (r, "rejected")):
         part["gate"] = status
         part["scores"] = scores_json(part)
     k["gate_reason"] = ""
-    return k, r, {
-        "in": len(frame), "kept": len(k), "rejected": len(r), "pass_rate": round(len(k) / len(frame), 6),
-        "rejected_by": {name: sum(name in reason.split("; ") for reason in r.gate_reason)
-                        for name, c in result.checks.items() if c["mode"] == "filter"},
-        "checks": result.checks,
-        "mean_scores": {s: round(float(frame[s].mean()), 4) for s in scores if frame[s].notna().any()},
-    }
+    tally.add(frame, k, r, result)
+    return k, r
 
 
-def write_gate(root: Path, kept: list, rejected: list, summary: dict, results: Path) -> dict:
-    """Data Docs for the branches' results, then data/quality: manifest, rejected, summary and metrics."""
+def gate_branch(branch: str, frame: pd.DataFrame, suite: Path, params: dict, modes: dict, results: Path,
+                scores: tuple[str, ...], scores_json) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A whole branch's scored frame through its suite: (kept rows, rejected rows, the branch's summary)."""
+    tally = BranchTally(scores)
+    k, r = gate_chunk(branch, frame, suite, params, modes, results, tally, scores, scores_json)
+    return k, r, tally.summary()
+
+
+def write_gate(root: Path, parts, summary: dict, results: Path) -> dict:
+    """data/quality from `parts`, (kept, rejected) frames appended to manifest.parquet and rejected.parquet as
+    they come (summary is complete once they are all read); then summary, metrics and the Data Docs."""
     log = logger()
-    docs = None
-    if any(summary[b]["in"] for b in BRANCHES):
-        try:
-            docs = gx.build_data_docs(results, out_dir(root, "validation") / "quality-docs")
-        except Exception as err:  # Data Docs are a view; a rendering failure must not drop the gate's results
-            log.warning("quality: GE Data Docs not built: %s", err)
-    metrics = {b: {k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")} for b in BRANCHES}
     with atomic_dir(out_dir(root, "quality")) as tmp:
-        write_manifest(tmp / "manifest.parquet", pd.concat(kept, ignore_index=True) if kept else [])
-        write_manifest(tmp / "rejected.parquet", pd.concat(rejected, ignore_index=True) if rejected else [])
+        writers = ManifestWriter(tmp / "manifest.parquet"), ManifestWriter(tmp / "rejected.parquet")
+        for pair in parts:
+            for w, frame in zip(writers, pair):
+                w.write(frame)
+        for w in writers:
+            w.close()
+        docs = None
+        if any(summary[b]["in"] for b in BRANCHES):
+            try:
+                docs = gx.build_data_docs(results, out_dir(root, "validation") / "quality-docs")
+            except Exception as err:  # Data Docs are a view; a rendering failure must not drop the gate's results
+                log.warning("quality: GE Data Docs not built: %s", err)
+        metrics = {b: {k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")} for b in BRANCHES}
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "metrics.json", metrics)
     log.info("quality: %s%s", json.dumps(metrics), f"; Data Docs: {docs}" if docs else "")

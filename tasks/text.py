@@ -379,7 +379,7 @@ def quality(p: Params, root: Path) -> dict:
     results = out_dir(root, "validation") / "quality"
     results.mkdir(parents=True, exist_ok=True)
     progress = Progress("quality", total)
-    kept, rejected, summary = [], [], {}
+    parts, summary = [], {}
     for branch in BRANCHES:
         m = manifests[branch]
         if not len(m):
@@ -388,10 +388,9 @@ def quality(p: Params, root: Path) -> dict:
         frame = score_branch(p, branch, m, texts, ref, len(names))
         params, modes = _checks(p, branch, list(range(len(names))))
         k, r, summary[branch] = gate_branch(branch, frame, BRANCH_SUITE, params, modes, results, SCORES, _scores_json)
-        kept.append(k)
-        rejected.append(r)
+        parts.append((k, r))
         progress.update(len(m))
-    return write_gate(root, kept, rejected, summary, results)
+    return write_gate(root, parts, summary, results)
 
 
 # ------------------------------------------------------------------------------------------------ merge

@@ -233,3 +233,38 @@ def test_reference_classifier_learns_from_the_capped_subset(project, caplog):
     assert probs[None].keys() == probs[2].keys()
     assert not np.allclose([probs[None][k] for k in probs[None]], [probs[2][k] for k in probs[None]]), \
         "a probe on 2 images per class scores differently"
+
+
+def test_window_z_in_parts_equals_the_whole():
+    scores = np.random.default_rng(0).normal(size=300)
+    scores[[5, 50, 51]] = np.nan
+    whole = gate.window_z(scores, window_size=40)
+    w = gate.WindowZ(40)
+    parts = np.concatenate([w(scores[a:b]) for a, b in ((0, 7), (7, 8), (8, 120), (120, 300))])
+    np.testing.assert_array_equal(parts, whole)
+
+
+def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project):
+    import pandas as pd
+
+    root, over = project
+    out, results = root / "data" / "quality", root / "data" / "validation" / "quality"
+    got = {}
+    for chunk_rows in (50_000, 7):
+        run_stage("quality", _with(over, quality={"chunk_rows": chunk_rows}), root)
+        got[chunk_rows] = (read_manifest(out), read_manifest(out, "rejected.parquet"),
+                           json.loads((out / "summary.json").read_text()), sorted(p.name for p in results.glob("*.json")))
+    (k1, r1, s1, files1), (k7, r7, s7, files7) = got[50_000], got[7]
+    assert len(r1) and len(k1), "the project's gate filters some rows and keeps others"
+    pd.testing.assert_frame_equal(k1, k7)
+    pd.testing.assert_frame_equal(r1, r7)
+    for branch in ("traditional", "mix"):
+        a, b = s1[branch], s7[branch]
+        for key in ("in", "kept", "rejected", "pass_rate", "rejected_by", "checks"):
+            assert a[key] == b[key], (branch, key)
+        assert a["mean_scores"] == pytest.approx(b["mean_scores"], abs=1e-4)
+    n_trad = s1["traditional"]["in"]
+    assert "traditional.part001.json" in files7 and "traditional.part001.json" not in files1
+    assert sum(f.startswith("traditional") for f in files7) == -(-n_trad // 7)
+    run_stage("quality", _with(over, quality={"chunk_rows": 50_000}), root)
+    assert sorted(p.name for p in results.glob("*.json")) == files1, "a later run in one chunk removes the parts"

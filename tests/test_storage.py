@@ -73,3 +73,27 @@ def test_writer_streams_row_groups_and_frames_write_like_rows(tmp_path):
     assert a.column("seed").to_pylist()[:2] == [None, 2**62 + 1]
     empty = StageWriter(tmp_path / "e")
     assert empty.close().empty and empty.count == 0
+
+
+def test_manifest_writer_appends_frames_and_writes_an_empty_manifest(tmp_path):
+    from augdag.errors import DataError
+    from augdag.storage import ManifestWriter, manifest_frame, manifest_rows, read_manifest, row, table_chunks, read_table
+
+    rows = [row(sample_id=f"s{i}", split="train", branch="raw", label=i % 3, shard="shard-00000.npy", index=i,
+                height=2, width=2, channels=1, weight=0.5, seed=None if i % 2 else 2**62 + i) for i in range(10)]
+    w = ManifestWriter(tmp_path / "manifest.parquet")
+    for a, b in ((0, 4), (4, 4), (4, 10)):
+        w.write(manifest_frame(rows[a:b]))
+    w.close()
+    got = read_manifest(tmp_path)
+    assert list(got.sample_id) == [f"s{i}" for i in range(10)] and manifest_rows(tmp_path) == 10
+    assert got.seed.iloc[0] == 2**62 and got.seed.isna().iloc[1], "63-bit seeds and nulls survive the chunks"
+    chunks = list(table_chunks(read_table(tmp_path / "manifest.parquet"), 4))
+    assert [len(c) for c in chunks] == [4, 4, 2] and list(chunks[2].index) == [0, 1]
+    (tmp_path / "empty").mkdir()
+    w = ManifestWriter(tmp_path / "empty" / "manifest.parquet")
+    w.write(manifest_frame([]))
+    w.close()
+    assert read_manifest(tmp_path / "empty").empty and manifest_rows(tmp_path / "empty") == 0
+    with pytest.raises(DataError, match="manifest not found"):
+        manifest_rows(tmp_path / "nowhere")
