@@ -24,7 +24,7 @@ BRANCH = "mix"
 
 
 def _train(root: Path):
-    raw = StageData(out_dir(root, "ingest"))
+    raw = StageData.shared(out_dir(root, "ingest"))
     train = raw.manifest[raw.manifest.split == "train"].reset_index(drop=True)
     return raw, train
 

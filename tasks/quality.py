@@ -7,6 +7,13 @@ fail, off; the suite's defaults, overridden by params quality.modes; a null thre
 check off). Kept rows go to manifest.parquet, filtered ones to rejected.parquet with the names of
 the checks they failed; both carry their scores. Rows point at their branch's shards; no image is
 copied. Validation results (JSON) and GE Data Docs go to data/validation/quality/.
+
+Memory: a branch goes through scoring and its suite in chunks of quality.chunk_rows rows (one
+validation result per chunk: <branch>.json, <branch>.part001.json, ...), kept and rejected rows are
+appended chunk by chunk, and the reference classifier learns from at most
+quality.reference_max_per_class raw images per class. What stays O(samples) is the branch manifest
+as Arrow (about 0.4 KB a row) and a chunk's rows; the suite's checks are row-wise, so the chunking
+changes neither which rows are kept nor the summary's counts.
 """
 
 from __future__ import annotations

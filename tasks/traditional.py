@@ -37,7 +37,7 @@ def make_variant(p: Params, parent_id: str, k: int, image):
 def _chunk(args):
     """The variants of one chunk: params drawn per sample (as make_variant), applied in batches of one image shape."""
     p, root, items = args
-    raw = StageData(out_dir(root, "ingest"))
+    raw = StageData.shared(out_dir(root, "ingest"))
     cols = ["sample_id", "label", "source", "shard", "index", "height", "width", "channels"]
     rows = raw.manifest[cols].set_index("sample_id").loc[[pid for pid, _ in items]].reset_index().to_dict("records")
     images = [raw.image(r) for r in rows]
