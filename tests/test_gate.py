@@ -268,3 +268,21 @@ def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project):
     assert sum(f.startswith("traditional") for f in files7) == -(-n_trad // 7)
     run_stage("quality", _with(over, quality={"chunk_rows": 50_000}), root)
     assert sorted(p.name for p in results.glob("*.json")) == files1, "a later run in one chunk removes the parts"
+
+
+def test_merge_in_chunks_writes_the_same_bytes(project, monkeypatch):
+    from augdag.tasks import merge
+
+    root, over = project
+    run_stage("quality", parse_params(over), root)
+    out = {}
+    for rows in (merge.CHUNK_ROWS, 4):
+        monkeypatch.setattr(merge, "CHUNK_ROWS", rows)
+        run_stage("merge", parse_params(over), root)
+        folder = root / "data" / "merge"
+        out[rows] = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    kept = read_manifest(root / "data" / "quality")
+    assert len(kept) > 4 * 2, "the kept rows come in several chunks"
+    assert out[4] == out[merge.CHUNK_ROWS] and "manifest.parquet" in out[4]
+    merged = read_manifest(root / "data" / "merge")
+    assert list(merged[merged.branch != "raw"].sample_id) == list(kept.sample_id)
