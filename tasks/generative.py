@@ -12,18 +12,20 @@ beside the real-train-vs-real-val distance as the floor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from augdag import generative as gen
 from augdag.errors import ModelError
 from augdag.log import logger
 from augdag.params import Params
 from augdag.seeding import derive_seed
-from augdag.storage import StageData, StageWriter, atomic_dir, write_json
+from augdag.storage import MANIFEST, StageData, StageWriter, atomic_dir, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import classes
 from augdag.tasks.strategy import load_plan
@@ -41,6 +43,7 @@ def sample_id(label: int, i: int) -> str:
 
 
 QUALITY_SAMPLE = 10_000
+SCORED_COLUMNS = ("sample_id", "label", "shard", "index", "height", "width", "channels")
 
 
 def spread(n: int, k: int = QUALITY_SAMPLE) -> np.ndarray:
@@ -108,26 +111,26 @@ def run(p: Params, root: Path, **_) -> dict:
                                                   derive_seed(p.seed, BRANCH, "train"), progress=progress)
                 digest = gen.save_generator(state, meta, tmp / CHECKPOINT)
                 generator = gen.load_generator(tmp / CHECKPOINT)
-            want = [(c, i) for c in range(n_classes) for i in range(plan["multiplier"] * int((labels == c).sum()))]
-            for start in range(0, len(want), 256):
-                batch = want[start:start + 256]
+            # (class, i) pairs in class order, made as they are sampled: at 600,000 samples the list alone was ~100 MB
+            want = ((c, i) for c in range(n_classes) for i in range(plan["multiplier"] * int((labels == c).sum())))
+            while batch := list(itertools.islice(want, 256)):
                 seeds = [derive_seed(p.seed, BRANCH, c, i) for c, i in batch]
                 for (c, i), s, img in zip(batch, seeds, generator.sample_batch([c for c, _ in batch], seeds)):
                     w.add(img, sample_id=sample_id(c, i), split="train", branch=BRANCH, label=c, parent_ids=[],
                           source=f"generator:{digest[:16]}", op_params=json.dumps({"latent_seed": s, "label": c, **extra}),
                           seed=s, generator_hash=digest)
-            manifest = w.close()
-            gen_data = StageData(tmp)
+            w.close(frame=False)
             val = raw.manifest[raw.manifest.split == "val"]
             # The scores are estimates: at most QUALITY_SAMPLE evenly spaced images of each set (memory and time
-            # bounded whatever the multiplier; every image below that size).
-            t, g = spread(len(images)), spread(len(manifest))
+            # bounded whatever the multiplier; every image below that size). Only those rows are read back.
+            t, g = spread(len(images)), spread(w.count)
+            picked = pq.read_table(tmp / MANIFEST, columns=list(SCORED_COLUMNS)).take(g).to_pandas()
             quality = produced_quality(images[t], labels[t], raw.images(val), val.label.to_numpy(dtype=np.int64),
-                                       gen_data.images(manifest.iloc[g]), manifest.label.to_numpy(dtype=np.int64)[g],
-                                       n_classes)
-            if len(g) < len(manifest) or len(t) < len(images):
+                                       StageData(tmp, manifest=False).images(picked),
+                                       picked.label.to_numpy(dtype=np.int64), n_classes)
+            if len(g) < w.count or len(t) < len(images):
                 quality["scored_on"] = {"train": len(t), "generated": len(g)}
-            summary = {"enabled": True, "samples": len(manifest), "generator_hash": digest, **quality}
+            summary = {"enabled": True, "samples": w.count, "generator_hash": digest, **quality}
             log.info("generative: %s", json.dumps(quality))
         else:
             w.close()
