@@ -45,7 +45,8 @@ def rss_now_max() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: Path, verbose: bool) -> None:
+def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: Path, verbose: bool,
+          stages: list[str]) -> None:
     from augdag.env import set_offline
 
     set_offline()
@@ -62,7 +63,7 @@ def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: 
                            {"ingest": {"n_per_class": n_per_class, "n_val_per_class": 0}})
     p = load_params(REPO / "params.yaml", overrides=overrides)
     out = {"after_import": rss_now_max(), "stages": {}}
-    for name in STAGES:
+    for name in stages:
         t = time.perf_counter()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             summary = run_stage(name, p, root, mapper=pool.map, **chunk_kw(p))
@@ -73,12 +74,13 @@ def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: 
         result.write_text(json.dumps(out))  # after every stage: a long run that is stopped still shows its stages
 
 
-def spawn(root: Path, n: int, extra: list[str], workers: int, work: Path, verbose: bool = False) -> dict:
+def spawn(root: Path, n: int, extra: list[str], workers: int, work: Path, verbose: bool = False,
+          stages: list[str] = STAGES) -> dict:
     result = work / f"n{n}.json"
     log = work / f"n{n}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", str(root), "--n-per-class", str(n),
            "--workers", str(workers), "--result", str(result)] + (["--set", *extra] if extra else []) + \
-        (["--verbose"] if verbose else [])
+        (["--verbose"] if verbose else []) + ["--stages", *stages]
     t = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=f, stderr=subprocess.STDOUT)
@@ -100,15 +102,19 @@ def main(argv=None):
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed at the end)")
     ap.add_argument("--verbose", action="store_true",
                     help="the stages' progress lines in each size's log (<workdir>/n<N>.log), for long runs")
+    ap.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES, metavar="STAGE",
+                    help=f"the stages to run, in this order (default all: {' '.join(STAGES)}); a stage needs "
+                         "the ones before it that feed it")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(Path(args.root), args.n_per_class[0], args.extra, args.workers, Path(args.result), args.verbose)
+        return child(Path(args.root), args.n_per_class[0], args.extra, args.workers, Path(args.result), args.verbose,
+                     args.stages)
 
     print(machine_line())
-    print(f"stages: {', '.join(STAGES)}; params: the project's params.yaml + "
+    print(f"stages: {', '.join(args.stages)}; params: the project's params.yaml + "
           f"{' '.join([*PINNED, 'ingest.n_val_per_class=0', *args.extra])}; {args.workers} workers; "
           f"one process per size, one after another")
     work = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="augdag-bench-mem-"))
@@ -120,7 +126,7 @@ def main(argv=None):
             if root.exists():
                 shutil.rmtree(root)
             root.mkdir(parents=True)
-            runs.append(spawn(root, n, args.extra, args.workers, work, args.verbose))
+            runs.append(spawn(root, n, args.extra, args.workers, work, args.verbose, args.stages))
             r = runs[-1]
             data = sum(f.stat().st_size for f in (root / "data").rglob("*") if f.is_file())
             r["data"] = data
@@ -134,10 +140,9 @@ def main(argv=None):
         print("-" * len(head))
         base = runs[0]
         for r in runs:
-            top = max(r["stages"][s]["peak_after"] for s in STAGES)
-            first = next(s for s in STAGES if r["stages"][s]["peak_after"] == top)
-            aug = r["stages"]["traditional"]["samples"] or 0
-            aug += (r["stages"]["mix"]["samples"] or 0) + (r["stages"]["generative"]["samples"] or 0)
+            top = max(r["stages"][s]["peak_after"] for s in args.stages)
+            first = next(s for s in args.stages if r["stages"][s]["peak_after"] == top)
+            aug = sum(r["stages"].get(b, {}).get("samples") or 0 for b in ("traditional", "mix", "generative"))
             above = r["peak"] - r["after_import"]
             base_above = base["peak"] - base["after_import"]
             print(f"{r['train']:>12} {aug:>11} {fmt_bytes(r['data']):>14} {fmt_bytes(r['peak']):>10} "
@@ -145,7 +150,7 @@ def main(argv=None):
                   f"{r['peak'] / base['peak']:>9.2f}x {above / base_above if base_above > 0 else float('nan'):>18.2f}x")
         print(f"\n(ratios against {base['train']} train images; target for 10x data: peak ratio <= 1.3x)")
         print("per stage, seconds:  " + "; ".join(
-            f"{r['train']}: " + " ".join(f"{s} {r['stages'][s]['seconds']:.1f}" for s in STAGES) for r in runs))
+            f"{r['train']}: " + " ".join(f"{s} {r['stages'][s]['seconds']:.1f}" for s in args.stages) for r in runs))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
