@@ -692,3 +692,22 @@ def test_data_docs_rendering_errors_are_raised(tmp_path):
     with pytest.raises(DataError, match="could not render Data Docs: TypeError"):
         agx.build_data_docs([("r", out)], tmp_path / "site")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "scores.json"]
+
+
+def test_batch_fingerprint_hashes_list_columns_without_pickling_the_frame(tmp_path, monkeypatch):
+    import pickle
+
+    df = manifest(branch="mix")
+    out = tmp_path / "mix.json"
+    dumps = []
+    real = pickle.dumps
+    monkeypatch.setattr(pickle, "dumps", lambda obj, *a, **k: dumps.append(type(obj)) or real(obj, *a, **k))
+    agx.validate_frame(df, RAW, RAW_PARAMS, results_path=out)
+    assert pd.DataFrame not in dumps, "GE's fallback pickles the whole frame when a column holds lists"
+    recorded = json.loads(out.read_text())["meta"]["batch_markers"]["pandas_data_fingerprint"]
+    assert recorded == agx._fingerprint(df)
+    other = df.copy()
+    other.at[3, "soft_label"] = [0.25, 0.75, 0.0]
+    renamed = df.rename(columns={"op_params": "params"})
+    prints = {agx._fingerprint(f) for f in (df, other, renamed, df.iloc[::-1])}
+    assert len(prints) == 4 and agx._fingerprint(df.copy()) == agx._fingerprint(df)
