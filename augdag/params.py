@@ -231,8 +231,9 @@ class QualityParams(_Strict):
         description="check name (meta.name in expectations/*.json) -> filter | warn | fail | off; "
                     "overrides the suite's own mode")
     reference_image_size: int = Field(default=64, ge=16, le=1024, description="input size of the reference classifier")
-    chunk_rows: int = Field(default=50_000, ge=1, le=10_000_000,
-                            description="rows of a branch scored and validated at a time (bounds the stage's memory)")
+    chunk_rows: int = Field(default=51_200, ge=1024, le=10_240_000, multiple_of=1024,
+                            description="rows of a branch scored and validated at a time (bounds the stage's memory); "
+                                        "a multiple of 1024, the scoring batch, so the scores do not depend on it")
     reference_max_per_class: int | None = Field(
         default=1000, ge=1,
         description="raw train images per class the reference classifier learns from (a seeded subset above this; "

@@ -37,7 +37,7 @@ from augdag.tasks.ingest import EXPECTATIONS, classes
 SUITE = EXPECTATIONS / "branch.json"
 SCORES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
 THRESHOLD_CHECKS = {"psnr": "psnr", "ssim": "ssim", "in_frame": "in_frame", "label_prob": "label_consistency"}
-CHUNK = 1024
+CHUNK = 1024  # the scoring batch: the reference classifier embeds rows [k * CHUNK, (k + 1) * CHUNK) of a branch together
 
 
 def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, ref: gate.ReferenceClassifier,
@@ -135,6 +135,8 @@ def run(p: Params, root: Path, **_) -> dict:
     chunk at a time); kept and rejected rows are appended to their Parquet files chunk by chunk."""
     log = logger()
     check_mode_names(p)
+    if p.quality.chunk_rows % CHUNK:  # the embedder's batches must not depend on the chunking (float results do)
+        raise ParamsError(f"params.yaml: quality.chunk_rows = {p.quality.chunk_rows}: must be a multiple of {CHUNK}")
     names = classes(root)
     raw = StageData(out_dir(root, "ingest"))
     results = out_dir(root, "validation") / "quality"

@@ -244,30 +244,42 @@ def test_window_z_in_parts_equals_the_whole():
     np.testing.assert_array_equal(parts, whole)
 
 
-def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project):
+def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project, monkeypatch):
     import pandas as pd
+
+    from augdag.tasks import quality
 
     root, over = project
     out, results = root / "data" / "quality", root / "data" / "validation" / "quality"
+    # Scoring batches of 4 rows and chunks of 8 (chunk_rows must be a multiple of the batch: the reference
+    # classifier's float results depend on its batch's size, so both runs embed the same batches).
+    monkeypatch.setattr(quality, "CHUNK", 4)
     got = {}
-    for chunk_rows in (50_000, 7):
-        run_stage("quality", _with(over, quality={"chunk_rows": chunk_rows}), root)
+    for chunk_rows in (51_200, 8):
+        p = parse_params(over)
+        p = p.model_copy(update={"quality": p.quality.model_copy(update={"chunk_rows": chunk_rows})})
+        run_stage("quality", p, root)
         got[chunk_rows] = (read_manifest(out), read_manifest(out, "rejected.parquet"),
                            json.loads((out / "summary.json").read_text()), sorted(p.name for p in results.glob("*.json")))
-    (k1, r1, s1, files1), (k7, r7, s7, files7) = got[50_000], got[7]
+    (k1, r1, s1, files1), (k8, r8, s8, files8) = got[51_200], got[8]
     assert len(r1) and len(k1), "the project's gate filters some rows and keeps others"
-    pd.testing.assert_frame_equal(k1, k7)
-    pd.testing.assert_frame_equal(r1, r7)
+    pd.testing.assert_frame_equal(k1, k8)
+    pd.testing.assert_frame_equal(r1, r8)
     for branch in ("traditional", "mix"):
-        a, b = s1[branch], s7[branch]
+        a, b = s1[branch], s8[branch]
         for key in ("in", "kept", "rejected", "pass_rate", "rejected_by", "checks"):
             assert a[key] == b[key], (branch, key)
         assert a["mean_scores"] == pytest.approx(b["mean_scores"], abs=1e-4)
     n_trad = s1["traditional"]["in"]
-    assert "traditional.part001.json" in files7 and "traditional.part001.json" not in files1
-    assert sum(f.startswith("traditional") for f in files7) == -(-n_trad // 7)
-    run_stage("quality", _with(over, quality={"chunk_rows": 50_000}), root)
+    assert "traditional.part001.json" in files8 and "traditional.part001.json" not in files1
+    assert sum(f.startswith("traditional") for f in files8) == -(-n_trad // 8)
+    run_stage("quality", parse_params(over), root)
     assert sorted(p.name for p in results.glob("*.json")) == files1, "a later run in one chunk removes the parts"
+    with pytest.raises(ParamsError, match="quality.chunk_rows"):
+        parse_params({"quality": {"chunk_rows": 1000}})
+    bad = p.model_copy(update={"quality": p.quality.model_copy(update={"chunk_rows": 6})})
+    with pytest.raises(ParamsError, match=r"quality.chunk_rows = 6: must be a multiple of 4"):
+        run_stage("quality", bad, root)
 
 
 def test_merge_in_chunks_writes_the_same_bytes(project, monkeypatch):
