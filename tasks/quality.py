@@ -41,13 +41,11 @@ CHUNK = 1024  # the scoring batch: the reference classifier embeds rows [k * CHU
 
 
 def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, ref: gate.ReferenceClassifier,
-                 progress: Progress | None = None, raw_train: pd.DataFrame | None = None) -> pd.DataFrame:
+                 raw_train: pd.DataFrame, progress: Progress | None = None) -> pd.DataFrame:
     """The branch manifest (or a chunk of it) with the score columns and the derived columns the suite checks.
 
-    raw_train: the raw train rows indexed by sample_id (built from `raw` when not given)."""
+    raw_train: the raw train rows indexed by sample_id (built once per stage, not per chunk)."""
     n_classes = ref.n_classes
-    if raw_train is None:
-        raw_train = raw.manifest[raw.manifest.split == "train"].set_index("sample_id")
     cols = {k: np.full(len(m), np.nan) for k in SCORES}
     for start in range(0, len(m), CHUNK):
         rows = m.iloc[start:start + CHUNK]
@@ -166,9 +164,9 @@ def run(p: Params, root: Path, **_) -> dict:
             params = {"label_set": list(range(len(names))), **params}
             tally = BranchTally(SCORES, sizes[branch])
             for m in table_chunks(table, p.quality.chunk_rows):
-                frame = score_branch(branch, m, data, raw, ref, progress, raw_train)
+                frame = score_branch(branch, m, data, raw, ref, raw_train, progress)
                 frame["outlier_z"] = window(frame[watch].to_numpy(np.float64)) if watch else np.nan
-                k, r = gate_chunk(branch, frame, SUITE, params, modes, results, tally, SCORES, _scores_json)
+                k, r = gate_chunk(branch, frame, SUITE, params, modes, results, tally, _scores_json)
                 yield k, r
             summary[branch] = tally.summary()
 
@@ -221,7 +219,7 @@ class BranchTally:
 
 
 def gate_chunk(branch: str, frame: pd.DataFrame, suite: Path, params: dict, modes: dict, results: Path,
-               tally: BranchTally, scores: tuple[str, ...], scores_json) -> tuple[pd.DataFrame, pd.DataFrame]:
+               tally: BranchTally, scores_json) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One chunk of a branch's scored rows through its suite: (kept rows, rejected rows), counted in tally.
 
     The suite's checks are row-wise, so chunking does not change which rows they keep; the one whole-set
@@ -247,7 +245,7 @@ def gate_branch(branch: str, frame: pd.DataFrame, suite: Path, params: dict, mod
                 scores: tuple[str, ...], scores_json) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """A whole branch's scored frame through its suite: (kept rows, rejected rows, the branch's summary)."""
     tally = BranchTally(scores)
-    k, r = gate_chunk(branch, frame, suite, params, modes, results, tally, scores, scores_json)
+    k, r = gate_chunk(branch, frame, suite, params, modes, results, tally, scores_json)
     return k, r, tally.summary()
 
 
