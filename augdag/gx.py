@@ -521,6 +521,53 @@ def _is_per_row(expectation: Any) -> bool:
     return isinstance(expectation, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
 
 
+# Table expectations about the columns alone: every chunk of a manifest has the same columns.
+_SCHEMA_TYPES = frozenset({
+    "expect_column_to_exist", "expect_table_columns_to_match_ordered_list", "expect_table_columns_to_match_set",
+    "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between",
+})
+# Map expectations whose rows are unexpected or not depending on the other rows.
+_WHOLE_SET_MAP_TYPES = frozenset({
+    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
+    "expect_multicolumn_values_to_be_unique",
+})
+
+
+@dataclass
+class CheckSplit:
+    """A suite's checks split by what a chunk of rows can decide."""
+
+    row_wise: list[str]  # map and schema checks: their outcome on a set is the sum of their outcomes on its chunks
+    set_wide: list[str]  # aggregates (mean, sum, row count...) and uniqueness: they need every row at once
+    set_columns: list[str]  # the columns the set-wide checks read, in suite order
+
+
+def split_checks(suite_path: str | Path) -> CheckSplit:
+    """Which checks of a suite can run a chunk of rows at a time, and which need the whole set (and its columns).
+
+    A stage whose output is too large for one frame validates the row-wise checks chunk by chunk and the
+    set-wide ones once, on a frame of the set-wide checks' columns only."""
+    suite_path = Path(suite_path)
+    data = _read_suite_json(suite_path)
+    names = _suite_check_names(suite_path, data["expectations"])
+    parsed = _suite_from_data(suite_path, data).expectations
+    split = CheckSplit([], [], [])
+    for name, raw, expectation in zip(names, data["expectations"], parsed):
+        kind = raw.get("type")
+        if kind in _SCHEMA_TYPES or (_is_per_row(expectation) and kind not in _WHOLE_SET_MAP_TYPES):
+            split.row_wise.append(name)
+            continue
+        split.set_wide.append(name)
+        kwargs = raw.get("kwargs") or {}
+        for key in ("column", "column_A", "column_B"):
+            if isinstance(kwargs.get(key), str) and kwargs[key] not in split.set_columns:
+                split.set_columns.append(kwargs[key])
+        for c in kwargs.get("column_list") or []:
+            if isinstance(c, str) and c not in split.set_columns:
+                split.set_columns.append(c)
+    return split
+
+
 def _resolve_checks(suite_path: Path, data: dict, modes: Mapping[str, str] | None) -> list[_Check]:
     expectations = data["expectations"]
     names = _suite_check_names(suite_path, expectations)

@@ -390,6 +390,29 @@ def table_chunks(table: pa.Table, rows: int) -> Iterator[pd.DataFrame]:
         yield _to_pandas(table.slice(start, rows))
 
 
+def read_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:
+    """Some columns of a Parquet file this process wrote, as a frame (no checks)."""
+    return _to_pandas(pq.read_table(path, columns=columns))
+
+
+def parquet_chunks(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """A Parquet file as consecutive frames of `rows` rows (the last may be shorter; each indexed from 0),
+    read a batch at a time: memory holds one frame, not the file. For a file this process wrote (no checks)."""
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    with pq.ParquetFile(path) as f:
+        for batch in f.iter_batches(batch_size=rows, columns=columns):
+            pending.append(batch)
+            have += batch.num_rows
+            while have >= rows:
+                table = pa.Table.from_batches(pending)
+                yield _to_pandas(table.slice(0, rows))
+                rest = table.slice(rows)
+                pending, have = rest.to_batches(), rest.num_rows
+        if have:
+            yield _to_pandas(pa.Table.from_batches(pending))
+
+
 def _column(series: pd.Series, type_: pa.DataType) -> pa.Array:
     """One manifest column as Arrow, with _plain's conversions (NaN and pd.NA are null, arrays are lists)."""
     if series.isna().all():

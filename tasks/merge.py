@@ -23,38 +23,78 @@ from augdag.data import load_image, scan_folder
 from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import SOURCES, Params
-from augdag.storage import MANIFEST, StageData, StageWriter, atomic_dir, read_table, table_chunks, write_json
+from augdag.storage import (MANIFEST, StageData, StageWriter, atomic_dir, parquet_chunks, read_columns, read_table,
+                            table_chunks, write_json)
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import EXPECTATIONS, classes
 
 
-def check_merged(p: Params, manifest: pd.DataFrame, n_classes: int, results: Path) -> dict:
-    """expectations/merged.json on the merged manifest and merged_classes.json on its per-class mass."""
+MERGED, MERGED_CLASSES = EXPECTATIONS / "merged.json", EXPECTATIONS / "merged_classes.json"
+DERIVED = {"augmented": "branch", "soft_label_sum": "soft_label"}  # a column the suites check: the column it comes from
+CHUNK_ROWS = 50_000
+
+
+def _add_derived(frame: pd.DataFrame) -> pd.DataFrame:
+    """The derived columns the merged suite checks, added in place (a copy of millions of rows is memory)."""
+    if "branch" in frame:
+        frame["augmented"] = (frame.branch != "raw").astype(int)
+    if "soft_label" in frame:
+        frame["soft_label_sum"] = gate.soft_label_sum(frame.soft_label)
+    return frame
+
+
+def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk_rows: int | None = None) -> dict:
+    """expectations/merged.json on the merged manifest (the Parquet file `manifest`) and merged_classes.json
+    on its per-class mass.
+
+    Memory stays flat in the rows' size: the suite's row-wise checks run on `chunk_rows` rows at a time
+    (results merged.json, merged.part001.json, ...); its set-wide ones (unique ids, the augmented share as a
+    column mean, the weights' sum) run once on a frame of only their columns (results merged.set.json)."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
     results.mkdir(parents=True, exist_ok=True)
-    frame = manifest  # the columns the suite checks are added in place: a copy of millions of rows is memory
-    frame["augmented"] = (manifest.branch != "raw").astype(int)
-    frame["soft_label_sum"] = gate.soft_label_sum(manifest.soft_label)
+    for old in results.glob("merged.part*.json"):
+        old.unlink()
     lo, hi = p.merge.augmented_share
     label_set = list(range(n_classes))
-    modes = p.quality.modes
-    checks = {}
-    merged = gx.gate_frame(frame, EXPECTATIONS / "merged.json",
-                           {"label_set": label_set, "augmented_min": lo, "augmented_max": hi,
-                            "source_set": list(SOURCES) + sorted(p.merge.extra_sources)},
-                           modes=gx.modes_for(EXPECTATIONS / "merged.json", modes), results_path=results / "merged.json")
-    per_class = frame.groupby("label").agg(count=("sample_id", "size"), mass=("weight", "sum")).reset_index()
+    params = {"label_set": label_set, "augmented_min": lo, "augmented_max": hi,
+              "source_set": list(SOURCES) + sorted(p.merge.extra_sources)}
+    modes = gx.modes_for(MERGED, p.quality.modes)
+    split = gx.split_checks(MERGED)
+    outcomes: list[dict] = []
+    n = 0
+    for i, frame in enumerate(parquet_chunks(manifest, chunk_rows)):
+        result = gx.gate_frame(_add_derived(frame), MERGED, params, modes={**modes, **dict.fromkeys(split.set_wide, "off")},
+                               results_path=results / ("merged.json" if i == 0 else f"merged.part{i:03d}.json"))
+        where = f" (rows {n}-{n + len(frame) - 1})" if i or len(frame) == chunk_rows else ""
+        for w in result.warnings:
+            logger().warning("merge%s: %s", where, w.line())
+        outcomes.append(result.checks)
+        n += len(frame)
+    wanted = list(dict.fromkeys(["sample_id", "label", "weight", "branch"]
+                                + [DERIVED.get(c, c) for c in split.set_columns]))
+    whole = _add_derived(read_columns(manifest, wanted))
+    result = gx.gate_frame(whole, MERGED, params, modes={**modes, **dict.fromkeys(split.row_wise, "off")},
+                           results_path=results / "merged.set.json")
+    for w in result.warnings:
+        logger().warning("merge: %s", w.line())
+    outcomes.append(result.checks)
+    per_class = whole.groupby("label").agg(count=("sample_id", "size"), mass=("weight", "sum")).reset_index()
     uniform = 1.0 / n_classes
-    classes_ = gx.gate_frame(per_class, EXPECTATIONS / "merged_classes.json",
+    classes_ = gx.gate_frame(per_class, MERGED_CLASSES,
                              {"label_set": label_set, "n_classes": n_classes, "mass_min": uniform / p.merge.class_balance,
                               "mass_max": uniform * p.merge.class_balance},
-                             modes=gx.modes_for(EXPECTATIONS / "merged_classes.json", modes), id_column="label",
+                             modes=gx.modes_for(MERGED_CLASSES, p.quality.modes), id_column="label",
                              results_path=results / "merged_classes.json")
-    for result in (merged, classes_):
-        for w in result.warnings:
-            logger().warning("merge: %s", w.line())
-        checks.update({k: v["success"] for k, v in result.checks.items() if v["mode"] != "off"})
-    return {"augmented_share": round(float(frame.augmented.mean()), 6), "passed": sorted(k for k, v in checks.items() if v),
-            "warned": sorted(k for k, v in checks.items() if not v)}
+    for w in classes_.warnings:
+        logger().warning("merge: %s", w.line())
+    outcomes.append(classes_.checks)
+    checks: dict[str, bool] = {}
+    for outcome in outcomes:
+        for name, c in outcome.items():
+            if c["mode"] != "off":
+                checks[name] = checks.get(name, True) and bool(c["success"])
+    return {"augmented_share": round(float(whole.augmented.mean()), 6),
+            "passed": sorted(k for k, v in checks.items() if v), "warned": sorted(k for k, v in checks.items() if not v)}
 
 
 def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -80,7 +120,6 @@ def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> t
 FIELDS = ("sample_id", "split", "branch", "label", "soft_label", "parent_ids", "source", "op_params", "seed",
           "generator_hash", "scores", "gate", "gate_reason")
 COLUMNS_READ = FIELDS + ("shard", "index", "height", "width", "channels")  # extra sources have no shard columns
-CHUNK_ROWS = 50_000
 
 
 def _kept_by_branch(root: Path) -> dict[str, pa.Table]:
@@ -120,7 +159,7 @@ def run(p: Params, root: Path, **_) -> dict:
                     i += 1
                 progress.update(len(chunk))
             summary[source] = {"samples": len(rows), "mass": weights[source] / total}
-        manifest = w.close()
-        summary["checks"] = check_merged(p, manifest, len(classes(root)), out_dir(root, "validation") / "merge")
+        w.close(frame=False)
+        summary["checks"] = check_merged(p, tmp / MANIFEST, len(classes(root)), out_dir(root, "validation") / "merge")
         write_json(tmp / "summary.json", summary)
     return summary

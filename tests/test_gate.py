@@ -298,3 +298,56 @@ def test_merge_in_chunks_writes_the_same_bytes(project, monkeypatch):
     assert out[4] == out[merge.CHUNK_ROWS] and "manifest.parquet" in out[4]
     merged = read_manifest(root / "data" / "merge")
     assert list(merged[merged.branch != "raw"].sample_id) == list(kept.sample_id)
+
+
+def _merged_rows(n: int, n_classes: int = 2) -> list[dict]:
+    """n merged-manifest rows, raw and augmented alternately, weights summing to 1."""
+    from augdag.storage import row
+
+    return [row(sample_id=f"s{i}", split="train", branch="raw" if i % 2 else "traditional", label=i % n_classes,
+                soft_label=None, parent_ids=[], source=None, op_params="{}", seed=i, generator_hash=None,
+                content_hash="0" * 64, shard="shard-00000.npy", index=i, height=1, width=1, channels=1,
+                scores=None, gate="kept", gate_reason="", weight=1.0 / n) for i in range(n)]
+
+
+def test_split_checks_puts_aggregates_and_uniqueness_on_the_whole_set():
+    from augdag.tasks.ingest import EXPECTATIONS
+
+    split = gx.split_checks(EXPECTATIONS / "merged.json")
+    assert set(split.set_wide) == {"expect_column_values_to_be_unique:sample_id", "augmented_share", "weights_sum_to_one"}
+    assert split.set_columns == ["sample_id", "augmented", "weight"]
+    assert "merged_soft_label_sum" in split.row_wise and "expect_column_to_exist:shard" in split.row_wise
+    assert len(split.row_wise) + len(split.set_wide) == len(gx.check_names(EXPECTATIONS / "merged.json"))
+
+
+def test_merged_checks_in_chunks_see_the_whole_set(tmp_path):
+    from augdag.storage import write_manifest
+    from augdag.tasks.merge import check_merged
+
+    p = parse_params({})
+    rows = _merged_rows(20)
+    write_manifest(tmp_path / "m.parquet", rows)
+    results = tmp_path / "results"
+    (results).mkdir()
+    (results / "merged.part009.json").write_text("{}")  # from an earlier, longer run
+    whole = check_merged(p, tmp_path / "m.parquet", 2, results, chunk_rows=1000)
+    assert not (results / "merged.part009.json").exists()
+    chunked = check_merged(p, tmp_path / "m.parquet", 2, results, chunk_rows=3)
+    assert chunked == whole and whole["augmented_share"] == 0.5 and not whole["warned"]
+    assert {"weights_sum_to_one", "expect_column_values_to_be_unique:sample_id", "class_balance"} <= set(whole["passed"])
+    names = sorted(f.name for f in results.glob("merged*.json"))
+    assert names == ["merged.json"] + [f"merged.part{i:03d}.json" for i in range(1, 7)] + [
+        "merged.set.json", "merged_classes.json"]
+    # a duplicate id two chunks apart: no chunk sees it, the set-wide check does
+    dup = _merged_rows(20)
+    dup[15]["sample_id"] = "s1"
+    write_manifest(tmp_path / "dup.parquet", dup)
+    with pytest.raises(ExpectationFailed, match="expect_column_values_to_be_unique"):
+        check_merged(p, tmp_path / "dup.parquet", 2, results, chunk_rows=3)
+    # a row-wise failure in a late chunk counts for the check (warn mode: reported, not raised)
+    bad = _merged_rows(20)
+    bad[17]["split"] = "val"
+    write_manifest(tmp_path / "bad.parquet", bad)
+    warned = parse_params({"quality": {"modes": {"expect_column_values_to_be_in_set:split": "warn"}}})
+    s = check_merged(warned, tmp_path / "bad.parquet", 2, results, chunk_rows=3)
+    assert s["warned"] == ["expect_column_values_to_be_in_set:split"]

@@ -97,3 +97,22 @@ def test_manifest_writer_appends_frames_and_writes_an_empty_manifest(tmp_path):
     assert read_manifest(tmp_path / "empty").empty and manifest_rows(tmp_path / "empty") == 0
     with pytest.raises(DataError, match="manifest not found"):
         manifest_rows(tmp_path / "nowhere")
+
+
+def test_parquet_chunks_cut_a_file_into_equal_frames_across_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from augdag.storage import parquet_chunks, read_columns
+
+    path = tmp_path / "t.parquet"
+    with pq.ParquetWriter(path, pa.schema([("a", pa.int64()), ("b", pa.string())])) as w:
+        for start in range(0, 23, 5):  # row groups of 5 rows, the last of 3
+            w.write_table(pa.table({"a": list(range(start, min(start + 5, 23))),
+                                    "b": [str(i) for i in range(start, min(start + 5, 23))]}))
+    frames = list(parquet_chunks(path, 7))
+    assert [len(f) for f in frames] == [7, 7, 7, 2]
+    assert [list(f.a) for f in frames][1] == list(range(7, 14)) and list(frames[1].index) == list(range(7))
+    assert sum((list(f.a) for f in frames), []) == list(range(23))
+    assert [len(f) for f in parquet_chunks(path, 100)] == [23]
+    assert list(read_columns(path, ["b"]).columns) == ["b"]
