@@ -7,7 +7,7 @@ from pathlib import Path
 
 from augdag import mixing, ops
 from augdag.errors import LineageError
-from augdag.storage import MANIFEST, StageData, _to_pandas, content_hash, read_table
+from augdag.storage import MANIFEST, StageData, content_hash, read_table, to_frame
 from augdag.tasks import out_dir
 
 SEARCH_ORDER = ["ingest", "traditional", "mix", "generative"]
@@ -21,7 +21,7 @@ def find(root: Path, sample_id: str) -> tuple[str, dict]:
         if not path.exists():
             continue
         searched.append(stage)
-        hit = _to_pandas(read_table(path, filters=[("sample_id", "=", sample_id)]))
+        hit = to_frame(read_table(path, filters=[("sample_id", "=", sample_id)]))
         if len(hit):
             return stage, _row(hit.iloc[0])
     if not searched:

@@ -60,11 +60,18 @@ _COLUMN_SET = frozenset(COLUMNS)
 OPTIONAL = {"text"}  # manifests written before the column existed read it as null
 
 
+_HASH_PREFIX: dict[tuple, "hashlib._Hash"] = {}
+
+
 def content_hash(image: np.ndarray) -> str:
     """sha256 over shape, dtype and bytes of one HxWxC uint8 image."""
     a = np.ascontiguousarray(image)
-    h = hashlib.sha256(f"{a.shape}|{a.dtype}|".encode())
-    h.update(a.tobytes())
+    key = (a.shape, a.dtype.str)
+    start = _HASH_PREFIX.get(key)
+    if start is None:  # the hash of "shape|dtype|", kept per shape: str(dtype) alone costs more than the hashing
+        start = _HASH_PREFIX[key] = hashlib.sha256(f"{a.shape}|{a.dtype}|".encode())
+    h = start.copy()
+    h.update(a)
     return h.hexdigest()
 
 
@@ -329,13 +336,13 @@ class StageWriter:
 _NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}
 
 
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
+def to_frame(table: pa.Table) -> pd.DataFrame:
     """Integer columns stay exact when they hold nulls (63-bit seeds must not pass through float64)."""
     return table.to_pandas(types_mapper=_NULLABLE.get)
 
 
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:
-    return _to_pandas(pa.Table.from_pylist(rows, schema=SCHEMA))
+    return to_frame(pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
 def _frame_table(rows: pd.DataFrame) -> pa.Table:
@@ -387,30 +394,20 @@ def manifest_rows(folder: str | Path, name: str = MANIFEST) -> int:
 def table_chunks(table: pa.Table, rows: int) -> Iterator[pd.DataFrame]:
     """A manifest table as consecutive frames of at most `rows` rows (each indexed from 0)."""
     for start in range(0, table.num_rows, rows):
-        yield _to_pandas(table.slice(start, rows))
+        yield to_frame(table.slice(start, rows))
 
 
 def read_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:
     """Some columns of a Parquet file this process wrote, as a frame (no checks)."""
-    return _to_pandas(pq.read_table(path, columns=columns))
+    return to_frame(pq.read_table(path, columns=columns))
 
 
 def parquet_chunks(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """A Parquet file as consecutive frames of `rows` rows (the last may be shorter; each indexed from 0),
     read a batch at a time: memory holds one frame, not the file. For a file this process wrote (no checks)."""
-    pending: list[pa.RecordBatch] = []
-    have = 0
     with pq.ParquetFile(path) as f:
-        for batch in f.iter_batches(batch_size=rows, columns=columns):
-            pending.append(batch)
-            have += batch.num_rows
-            while have >= rows:
-                table = pa.Table.from_batches(pending)
-                yield _to_pandas(table.slice(0, rows))
-                rest = table.slice(rows)
-                pending, have = rest.to_batches(), rest.num_rows
-        if have:
-            yield _to_pandas(pa.Table.from_batches(pending))
+        for table in _regroup(f.iter_batches(batch_size=rows, columns=columns), rows):
+            yield to_frame(table)
 
 
 def _column(series: pd.Series, type_: pa.DataType) -> pa.Array:
@@ -438,7 +435,7 @@ def read_manifest(folder: str | Path, name: str = MANIFEST) -> pd.DataFrame:
     path = Path(folder) / name
     if not path.exists():
         raise DataError(f"{path}: manifest not found (run the upstream stage first)")
-    return _to_pandas(read_table(path))
+    return to_frame(read_table(path))
 
 
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.npy")
@@ -453,6 +450,46 @@ def read_table(path: str | Path, **kwargs) -> pa.Table:
         table = pq.read_table(path, **kwargs)
     except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a readable Parquet manifest: {err}") from None
+    table = _conform(table, path)
+    _check_values(table, path)
+    return table
+
+
+def iter_tables(path: str | Path, rows: int) -> Iterator[pa.Table]:
+    """A manifest as consecutive Arrow tables of `rows` rows (the last may be shorter), read a batch at a time,
+    each conformed and checked as read_table does (row numbers in errors count from the file's start; sample
+    ids are unique within each table: a check across tables is the reader's)."""
+    path = Path(path)
+    start = 0
+    try:
+        f = pq.ParquetFile(path)
+        for table in _regroup(f.iter_batches(batch_size=rows), rows):
+            table = _conform(table, path)
+            _check_values(table, path, start)
+            start += table.num_rows
+            yield table
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a readable Parquet manifest: {err}") from None
+
+
+def _regroup(batches, rows: int) -> Iterator[pa.Table]:
+    """Record batches regrouped into tables of exactly `rows` rows (the last may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for batch in batches:
+        pending.append(batch)
+        have += batch.num_rows
+        while have >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, have = rest.to_batches(), rest.num_rows
+    if have:
+        yield pa.Table.from_batches(pending)
+
+
+def _conform(table: pa.Table, path: Path) -> pa.Table:
+    """`table` with exactly SCHEMA's columns, in its order and types (OPTIONAL ones added as nulls)."""
     names = table.column_names
     for c in OPTIONAL - set(names):
         table = table.append_column(SCHEMA.field(c), pa.nulls(table.num_rows, SCHEMA.field(c).type))
@@ -472,12 +509,11 @@ def read_table(path: str | Path, **kwargs) -> pa.Table:
                 raise DataError(f"{path}: manifest column {field.name!r} holds {col.type}, expected {field.type} "
                                 f"({err})") from None
         cols.append(col)
-    table = pa.Table.from_arrays(cols, schema=SCHEMA)
-    _check_values(table, path)
-    return table
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
-def _check_values(t: pa.Table, path: Path) -> None:
+def _check_values(t: pa.Table, path: Path, offset: int = 0) -> None:
+    """read_table's value checks; `offset`: the file row number of t's first row (for the messages)."""
     import pyarrow.compute as pc
 
     def bad(column: str, what: str, mask) -> None:
@@ -485,7 +521,7 @@ def _check_values(t: pa.Table, path: Path) -> None:
         if pc.any(mask).as_py():
             i = pc.index(mask, True).as_py()
             sid = t.column("sample_id")[i].as_py()
-            raise DataError(f"{path}: manifest column {column!r}, row {i} (sample {sid!r}): {what}")
+            raise DataError(f"{path}: manifest column {column!r}, row {offset + i} (sample {sid!r}): {what}")
 
     n = t.num_rows
     if not n:
@@ -506,7 +542,7 @@ def _check_values(t: pa.Table, path: Path) -> None:
         if not pc.all(pc.fill_null(ok, False)).as_py():
             rows = pc.list_parent_indices(t.column("soft_label"))
             i = rows[pc.index(pc.fill_null(ok, False), False).as_py()].as_py()
-            raise DataError(f"{path}: manifest column 'soft_label', row {i} (sample {sid[i].as_py()!r}): "
+            raise DataError(f"{path}: manifest column 'soft_label', row {offset + i} (sample {sid[i].as_py()!r}): "
                             "probabilities must be finite numbers in [0, 1]")
     shard = t.column("shard")
     bad("shard", "not a plain .npy file name in shards/ (no folders, no '..')",
@@ -516,6 +552,7 @@ def _check_values(t: pa.Table, path: Path) -> None:
         bad(c, "must be >= 1", pc.less(t.column(c), 1))
 
 
+MAPPED_BYTES = 256 << 20  # shard bytes a StageData keeps memory-mapped (at least one shard)
 _SHARED: dict[tuple, "StageData"] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -528,7 +565,9 @@ class StageData:
         the manifest itself needs only the shards)."""
         self.folder = Path(folder)
         self._manifest = read_manifest(self.folder) if manifest else None
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}  # open shard maps, least recently used first
+        self._mapped = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def shared(cls, folder: str | Path) -> "StageData":
@@ -558,21 +597,37 @@ class StageData:
         return self._manifest
 
     def shard(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            path = self.folder / SHARDS / str(name)
-            if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name):
-                raise DataError(f"{path}: shard name {name!r} in {self.folder / MANIFEST} is not a plain .npy file name")
-            if not path.is_file():
-                raise DataError(f"{path}: shard named in the manifest is missing")
-            try:
-                a = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError, EOFError) as err:  # truncated, not .npy, object arrays (pickles)
-                raise DataError(f"{path}: not a readable image shard: {err}") from None
-            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4:
-                raise DataError(f"{path}: image shards hold N x H x W x C uint8 arrays, this one holds "
-                                f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
-            self._cache[name] = a
-        return self._cache[name]
+        """The shard `name`, memory-mapped. At most MAPPED_BYTES of shards stay mapped (least recently used go
+        first): pages read through a map count in the process's RSS until it is closed, and a stage that
+        reads a million samples reads every shard of its input."""
+        with self._lock:
+            a = self._cache.pop(name, None)
+            if a is not None:
+                self._cache[name] = a  # most recently used last
+                return a
+        a = self._open(name)
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = a
+                self._mapped += a.nbytes
+                while self._mapped > MAPPED_BYTES and len(self._cache) > 1:
+                    self._mapped -= self._cache.pop(next(iter(self._cache))).nbytes
+            return self._cache[name]
+
+    def _open(self, name: str) -> np.ndarray:
+        path = self.folder / SHARDS / str(name)
+        if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name):
+            raise DataError(f"{path}: shard name {name!r} in {self.folder / MANIFEST} is not a plain .npy file name")
+        if not path.is_file():
+            raise DataError(f"{path}: shard named in the manifest is missing")
+        try:
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:  # truncated, not .npy, object arrays (pickles)
+            raise DataError(f"{path}: not a readable image shard: {err}") from None
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4:
+            raise DataError(f"{path}: image shards hold N x H x W x C uint8 arrays, this one holds "
+                            f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+        return a
 
     def image(self, r) -> np.ndarray:
         sid = r.get("sample_id", getattr(r, "name", None))

@@ -12,19 +12,21 @@ their rows record the file they came from and its content hash.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from augdag import gate, gx
 from augdag.data import load_image, scan_folder
 from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import SOURCES, Params
-from augdag.storage import (MANIFEST, StageData, StageWriter, atomic_dir, parquet_chunks, read_columns, read_table,
-                            table_chunks, write_json)
+from augdag.storage import (MANIFEST, StageData, StageWriter, atomic_dir, iter_tables, parquet_chunks, read_columns,
+                            to_frame, write_json)
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import EXPECTATIONS, classes
 
@@ -122,43 +124,65 @@ FIELDS = ("sample_id", "split", "branch", "label", "soft_label", "parent_ids", "
 COLUMNS_READ = FIELDS + ("shard", "index", "height", "width", "channels")  # extra sources have no shard columns
 
 
-def _kept_by_branch(root: Path) -> dict[str, pa.Table]:
-    """The gate's kept rows per branch (Arrow, the order they first appear in the gate's manifest)."""
-    table = read_table(out_dir(root, "quality") / MANIFEST)
-    table = table.filter(pc.equal(table.column("gate"), "kept"))
-    order = dict.fromkeys(table.column("branch").to_pylist())
-    return {b: table.filter(pc.equal(table.column("branch"), b)) for b in order}
+def _kept_counts(path: Path) -> dict[str, int]:
+    """The gate's kept rows per branch, in the order the branches first appear (two columns read; the rows
+    themselves are checked when _kept_chunks reads them)."""
+    counts: dict[str, int] = {}
+    try:
+        with pq.ParquetFile(path) as f:
+            for batch in f.iter_batches(columns=["branch", "gate"]):
+                kept = batch.column("branch").filter(pc.fill_null(pc.equal(batch.column("gate"), "kept"), False))
+                for v in pc.value_counts(kept).to_pylist():  # values in the order they first occur
+                    counts[v["values"]] = counts.get(v["values"], 0) + v["counts"]
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a readable Parquet manifest: {err}") from None
+    return counts
+
+
+def _kept_chunks(path: Path, branch: str) -> Iterator[pd.DataFrame]:
+    """A branch's kept rows of the gate's manifest, a chunk at a time (each chunk checked as read_table does)."""
+    for table in iter_tables(path, CHUNK_ROWS):
+        keep = pc.and_(pc.equal(table.column("gate"), "kept"), pc.equal(table.column("branch"), branch))
+        chunk = table.filter(pc.fill_null(keep, False))
+        if chunk.num_rows:
+            yield to_frame(chunk)
 
 
 def run(p: Params, root: Path, **_) -> dict:
+    """Streams: the gate's kept rows are read a chunk at a time, once per branch, and written as they come."""
     raw = StageData(out_dir(root, "ingest"))
-    parts: dict[str, pd.DataFrame | pa.Table] = {"raw": raw.manifest[raw.manifest.split == "train"]}
-    parts.update(_kept_by_branch(root))
-    extra_images = {}
+    gate_manifest = out_dir(root, "quality") / MANIFEST
+    sizes = {"raw": int((raw.manifest.split == "train").sum()), **_kept_counts(gate_manifest)}
+    extra = {}
     for name, folder in p.merge.extra_sources.items():
-        parts[name], extra_images[name] = extra_source(name, folder, p, classes(root))
-    weights = {s: p.merge.weights.get(s, 1.0) for s in parts if len(parts[s]) and p.merge.weights.get(s, 1.0) > 0}
+        extra[name] = extra_source(name, folder, p, classes(root))
+        sizes[name] = len(extra[name][0])
+    weights = {s: p.merge.weights.get(s, 1.0) for s in sizes if sizes[s] and p.merge.weights.get(s, 1.0) > 0}
     if not weights:
         raise DataError("merge: no samples left (every source is empty or has weight 0 in merge.weights)")
     total = sum(weights.values())
     summary = {}
     with atomic_dir(out_dir(root, "merge")) as tmp:
         w = StageWriter(tmp, p.ingest.shard_size)
-        progress = Progress("merge", sum(len(parts[s]) for s in weights))
+        progress = Progress("merge", sum(sizes[s] for s in weights))
         for source in weights:
-            rows = parts[source]
-            reader = None if source in extra_images else raw if source == "raw" else StageData(out_dir(root, source),
-                                                                                                manifest=False)
-            per_sample = weights[source] / total / len(rows)
-            chunks = table_chunks(rows, CHUNK_ROWS) if isinstance(rows, pa.Table) else [rows]
+            if source == "raw":
+                chunks, reader = [raw.manifest[raw.manifest.split == "train"]], raw
+            elif source in extra:
+                chunks, reader = [extra[source][0]], None
+            else:
+                chunks, reader = _kept_chunks(gate_manifest, source), StageData(out_dir(root, source), manifest=False)
+            per_sample = weights[source] / total / sizes[source]
             i = 0
             for chunk in chunks:  # a branch's rows a chunk at a time, as Python values (no Series per row)
                 for r in chunk[[c for c in COLUMNS_READ if c in chunk.columns]].to_dict("records"):
                     fields = {k: r[k] for k in FIELDS}
-                    w.add(extra_images[source][i] if reader is None else reader.image(r), **fields, weight=per_sample)
+                    w.add(extra[source][1][i] if reader is None else reader.image(r), **fields, weight=per_sample)
                     i += 1
                 progress.update(len(chunk))
-            summary[source] = {"samples": len(rows), "mass": weights[source] / total}
+            if i != sizes[source]:  # the gate's manifest changed while it was read
+                raise DataError(f"{gate_manifest}: {source} has {i} kept rows, {sizes[source]} when counted")
+            summary[source] = {"samples": sizes[source], "mass": weights[source] / total}
         w.close(frame=False)
         summary["checks"] = check_merged(p, tmp / MANIFEST, len(classes(root)), out_dir(root, "validation") / "merge")
         write_json(tmp / "summary.json", summary)

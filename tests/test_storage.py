@@ -43,6 +43,19 @@ def test_content_hash_sees_shape_and_bytes():
     assert content_hash(a) != content_hash(b)
 
 
+def test_content_hash_is_the_documented_sha256_for_every_shape_and_view():
+    """sha256 of "shape|dtype|" then the C-order bytes (the recipe manifests record; the per-shape prefix is cached)."""
+    import hashlib
+
+    r = np.random.default_rng(0)
+    for shape in [(28, 28, 1), (5, 7, 3), (28, 28, 1)]:
+        x = r.integers(0, 256, shape, dtype=np.uint8)
+        for view in (x, x[:, ::-1], x.transpose(1, 0, 2)):
+            want = hashlib.sha256(f"{view.shape}|{view.dtype}|".encode() + np.ascontiguousarray(view).tobytes())
+            assert content_hash(view) == want.hexdigest()
+    assert content_hash(np.zeros((2, 2, 1), ">u2")) != content_hash(np.zeros((2, 2, 1), "<u2"))
+
+
 def test_writer_refuses_non_uint8(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         StageWriter(tmp_path).add(np.zeros((2, 2, 1), np.float32), sample_id="x")
@@ -116,3 +129,43 @@ def test_parquet_chunks_cut_a_file_into_equal_frames_across_row_groups(tmp_path)
     assert sum((list(f.a) for f in frames), []) == list(range(23))
     assert [len(f) for f in parquet_chunks(path, 100)] == [23]
     assert list(read_columns(path, ["b"]).columns) == ["b"]
+
+
+def test_stage_data_keeps_only_a_budget_of_shards_mapped(tmp_path, monkeypatch):
+    from augdag import storage
+
+    w = StageWriter(tmp_path, shard_size=4)
+    imgs = [np.full((5, 6, 1), i, np.uint8) for i in range(40)]
+    for i, im in enumerate(imgs):
+        w.add(im, sample_id=f"s{i}", split="train", branch="raw", label=0, parent_ids=[])
+    m = w.close()
+    monkeypatch.setattr(storage, "MAPPED_BYTES", 3 * 4 * 30)  # three shards of four 5x6x1 images
+    data = StageData(tmp_path)
+    for rows in (m, m.iloc[::-1], m.iloc[::7]):  # forwards, backwards, skipping: shards reopened as needed
+        for _, r in rows.iterrows():
+            np.testing.assert_array_equal(data.image(r), imgs[int(r.sample_id[1:])])
+            assert len(data._cache) <= 3 and data._mapped == sum(a.nbytes for a in data._cache.values())
+    data.image(m.iloc[0])
+    assert list(data._cache)[-1] == m.shard.iloc[0], "the shard just read is the most recently used"
+
+
+def test_iter_tables_reads_checked_chunks_and_names_the_file_row(tmp_path):
+    import pyarrow as pa
+
+    from augdag.errors import DataError
+    from augdag.storage import iter_tables, read_table, row, write_manifest
+
+    rows = [row(sample_id=f"s{i}", split="train", branch="raw", label=i % 3, parent_ids=[], shard="shard-00000.npy",
+                index=i, height=1, width=1, channels=1) for i in range(10)]
+    path = tmp_path / "m.parquet"
+    write_manifest(path, rows)
+    chunks = list(iter_tables(path, 4))
+    assert [t.num_rows for t in chunks] == [4, 4, 2]
+    assert pa.concat_tables(chunks).equals(read_table(path))
+    rows[9]["label"] = -1
+    write_manifest(path, rows)
+    with pytest.raises(DataError, match=r"column 'label', row 9 \(sample 's9'\)"):
+        list(iter_tables(path, 4))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="junk.parquet: not a readable Parquet manifest"):
+        list(iter_tables(tmp_path / "junk.parquet", 4))
