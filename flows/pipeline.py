@@ -10,6 +10,7 @@ evaluate, a table of its figures (`augdag-<stage>-table`); at the end a link to 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +107,23 @@ def _report_link(root: Path) -> None:
     create_markdown_artifact(md, key="augdag-report-link", description="augdag: the run's HTML report")
 
 
+def _run(name: str, params: Params, root: Path, workers: int) -> dict:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return run_stage(name, params, root, mapper=current_mapper(name, pool.map), chunk_size=params.runner.chunk_size)
+
+
+def in_own_thread(thread_name: str, fn, *args):
+    """fn(*args) in a new thread that ends when fn returns (with the caller's context: Prefect's run context,
+    so stage logs reach the run). torch's OpenMP keeps a pool of worker threads per thread that ran a parallel
+    op, for as long as that thread lives; the task runner's threads live for the whole flow, and once more
+    pool threads exist than cores, OpenMP stops spinning between ops and its workers sleep and wake at every
+    op: the fine-tune ran 1.3-1.5x slower in a task-runner thread after another thread had used torch
+    (see bench/prefect_overhead.py). A thread per stage frees its pool when the stage ends."""
+    ctx = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name) as one:
+        return one.submit(ctx.run, fn, *args).result()
+
+
 @task(name="stage", task_run_name="{name}", retries=0)
 def stage_task(name: str, params: Params, root: str, workers: int, force: bool = False) -> dict:
     root_p = Path(root)
@@ -115,9 +133,7 @@ def stage_task(name: str, params: Params, root: str, workers: int, force: bool =
         _artifact(name, "skipped (up to date)", {}, time.monotonic() - t0)
         _table(name, root_p, "up to date, from an earlier run")
         return {"skipped": True}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        summary = run_stage(name, params, root_p, mapper=current_mapper(name, pool.map),
-                            chunk_size=params.runner.chunk_size)
+    summary = in_own_thread(f"augdag-{name}", _run, name, params, root_p, workers)
     dvcops.commit(root_p, name)
     _artifact(name, "ran", summary, time.monotonic() - t0)
     _table(name, root_p, "ran")
