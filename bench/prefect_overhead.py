@@ -6,9 +6,10 @@ in, git + DVC initialised), each run in its own process:
 - direct: `augdag.tasks.run_stage(name, params, root, mapper=pool.map)` for every stage in order, as
   augdag/compare.py's run_one does (plus the report stage, which the flow also runs; the same thread
   pool of `--workers` per stage as the flow's stage task). No Prefect, no DVC. The stages run in the
-  main thread, as in run_one; `--direct-in-thread` runs each in a worker thread instead, as the
-  flow's task runner does (on busy cores torch's small ops were seen to run at very different
-  speeds in the two places, so this tells the thread placement apart from Prefect's cost).
+  main thread, as in run_one; `--direct-in-thread` runs them all in one long-lived worker thread
+  instead (a diagnostic: that is where the flow ran them until each stage got a thread of its own;
+  torch's OpenMP pools per thread then outnumbered the cores and the fine-tune ran 1.3-1.5x slower,
+  see flows/pipeline.in_own_thread).
 - flow: `augdag.flows.pipeline.run_pipeline(root, workers=...)`, what `augdag run` calls: Prefect's
   temporary local server (started by the run, as when PREFECT_API_URL is unset; it is removed from
   the child's environment), one task per stage, the three branches concurrently, per stage a DVC
