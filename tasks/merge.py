@@ -127,6 +127,8 @@ COLUMNS_READ = FIELDS + ("shard", "index", "height", "width", "channels")  # ext
 def _kept_counts(path: Path) -> dict[str, int]:
     """The gate's kept rows per branch, in the order the branches first appear (two columns read; the rows
     themselves are checked when _kept_chunks reads them)."""
+    if not path.exists():
+        raise DataError(f"{path}: manifest not found (run the upstream stage first)")
     counts: dict[str, int] = {}
     try:
         with pq.ParquetFile(path) as f:

@@ -351,3 +351,21 @@ def test_merged_checks_in_chunks_see_the_whole_set(tmp_path):
     warned = parse_params({"quality": {"modes": {"expect_column_values_to_be_in_set:split": "warn"}}})
     s = check_merged(warned, tmp_path / "bad.parquet", 2, results, chunk_rows=3)
     assert s["warned"] == ["expect_column_values_to_be_in_set:split"]
+
+
+def test_merge_names_a_missing_or_unreadable_gate_manifest(tmp_path):
+    from augdag.errors import DataError
+    from augdag.storage import write_manifest
+    from augdag.tasks.merge import _kept_counts
+
+    with pytest.raises(DataError, match=r"none.parquet: manifest not found \(run the upstream stage first\)"):
+        _kept_counts(tmp_path / "none.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="junk.parquet: not a readable Parquet manifest"):
+        _kept_counts(tmp_path / "junk.parquet")
+    rows = _merged_rows(6)
+    for r, (branch, gate_) in zip(rows, [("mix", "kept"), ("traditional", "kept"), ("mix", "rejected"),
+                                        ("traditional", "kept"), ("generative", "rejected"), ("mix", "kept")]):
+        r["branch"], r["gate"] = branch, gate_
+    write_manifest(tmp_path / "gate.parquet", rows)
+    assert list(_kept_counts(tmp_path / "gate.parquet").items()) == [("mix", 2), ("traditional", 2)]
