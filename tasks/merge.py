@@ -154,7 +154,8 @@ def run(p: Params, root: Path, **_) -> dict:
     """Streams: the gate's kept rows are read a chunk at a time, once per branch, and written as they come."""
     raw = StageData(out_dir(root, "ingest"))
     gate_manifest = out_dir(root, "quality") / MANIFEST
-    sizes = {"raw": int((raw.manifest.split == "train").sum()), **_kept_counts(gate_manifest)}
+    raw_train = raw.manifest[raw.manifest.split == "train"]
+    sizes = {"raw": len(raw_train), **_kept_counts(gate_manifest)}
     extra = {}
     for name, folder in p.merge.extra_sources.items():
         extra[name] = extra_source(name, folder, p, classes(root))
@@ -169,7 +170,7 @@ def run(p: Params, root: Path, **_) -> dict:
         progress = Progress("merge", sum(sizes[s] for s in weights))
         for source in weights:
             if source == "raw":
-                chunks, reader = [raw.manifest[raw.manifest.split == "train"]], raw
+                chunks, reader = [raw_train], raw
             elif source in extra:
                 chunks, reader = [extra[source][0]], None
             else:
