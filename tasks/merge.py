@@ -25,8 +25,8 @@ from augdag.data import load_image, scan_folder
 from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import SOURCES, Params
-from augdag.storage import (MANIFEST, StageData, StageWriter, atomic_dir, iter_tables, parquet_chunks, read_columns,
-                            to_frame, write_json)
+from augdag.storage import (MANIFEST, StageData, StageWriter, atomic_dir, iter_tables, manifest_rows, parquet_chunks,
+                            read_columns, to_frame, write_json)
 from augdag.tasks import out_dir
 from augdag.tasks.ingest import EXPECTATIONS, classes
 
@@ -64,6 +64,7 @@ def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk
     split = gx.split_checks(MERGED)
     outcomes: list[dict] = []
     n = 0
+    progress = Progress("merge checks", manifest_rows(manifest.parent, manifest.name))
     for i, frame in enumerate(parquet_chunks(manifest, chunk_rows)):
         result = gx.gate_frame(_add_derived(frame), MERGED, params, modes={**modes, **dict.fromkeys(split.set_wide, "off")},
                                results_path=results / ("merged.json" if i == 0 else f"merged.part{i:03d}.json"))
@@ -72,6 +73,7 @@ def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk
             logger().warning("merge%s: %s", where, w.line())
         outcomes.append(result.checks)
         n += len(frame)
+        progress.update(len(frame))
     wanted = list(dict.fromkeys(["sample_id", "label", "weight", "branch"]
                                 + [DERIVED.get(c, c) for c in split.set_columns]))
     whole = _add_derived(read_columns(manifest, wanted))
