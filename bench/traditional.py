@@ -40,6 +40,11 @@ Where the libraries differ (as close as they allow):
   RandomResizedCrop / RandomErasing / RandomVerticalFlip and A.GaussianBlur / A.RandomResizedCrop /
   A.Erasing / A.VerticalFlip with the same ranges.
 
+Every row is timed inside `augdag.env.frozen_heap()`, as run_stage runs every stage: the ~650,000
+objects alive after the imports are left out of the GC's full collections. Each such collection walked
+them all (0.5 s) and fell inside whichever row was running when the garbage of all rows reached its
+threshold, so a row's repeats spread up to 2x (0.65-1.34 s per 5,000 at 28x28 for augdag's before).
+
 Threads: torch's intra-op threads are set to `--threads` (default 1) for every row, and OpenCV's
 (Albumentations' backend) to the same with cv2.setNumThreads; the per-image loops and the augdag
 rows run in one Python thread unless `--workers N` (augdag rows only: chunks through a thread pool,
@@ -66,7 +71,7 @@ import numpy as np
 import torch
 
 from _util import REPO, chunk_kw, load, machine_line, median, spread
-from augdag.env import set_offline
+from augdag.env import frozen_heap, set_offline
 
 set_offline()
 
@@ -282,9 +287,10 @@ def main(argv=None):
             times = {k: [] for k in bodies}
             for _ in range(args.repeats):
                 for name, body in bodies.items():
-                    t = time.perf_counter()
-                    done = body()
-                    times[name].append(time.perf_counter() - t)
+                    with frozen_heap():
+                        t = time.perf_counter()
+                        done = body()
+                        times[name].append(time.perf_counter() - t)
                     assert done == n, (name, done, n)
             rate = {k: n / median(v) for k, v in times.items()}
             base_tv = rate["torchvision v2 Compose loop"]

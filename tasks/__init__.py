@@ -36,11 +36,14 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
         raise AugdagError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
     import time
 
+    from augdag.env import frozen_heap
+
     text = getattr(params, "modality", "image") == "text" and name != "strategy"  # strategy serves both
     module = importlib.import_module("augdag.tasks.text" if text else f"augdag.tasks.{name}")
     t0 = time.monotonic()
     try:
-        summary = module.run(name, params, Path(root)) if text else module.run(params, Path(root), **runtime)
+        with frozen_heap():
+            summary = module.run(name, params, Path(root)) if text else module.run(params, Path(root), **runtime)
     except BaseException as err:
         _record_timing(Path(root), name, time.monotonic() - t0, f"{type(err).__name__}: {err}")
         raise
