@@ -121,9 +121,19 @@ class Rotation:
 
     def apply_batch(self, t, ps):
         angles = [p["angle"] % 360 for p in ps]
-        if any(a % 90 == 0 for a in angles):  # torchvision's rotate shortcuts multiples of 90 (exact turns)
-            return torch.stack([F.rotate(img, p["angle"], interpolation=BILINEAR, fill=0.0) for img, p in zip(t, ps)])
-        return _warp(t, [_tvg._get_inverse_affine_matrix([0.0, 0.0], -a, [0.0, 0.0], 1.0, [0.0, 0.0]) for a in angles])
+        turns = [i for i, a in enumerate(angles) if a % 90 == 0]  # exact quarter turns, as torchvision's rotate
+        warped = [i for i, a in enumerate(angles) if a % 90 != 0]
+        out = torch.empty_like(t)
+        for i in turns:
+            out[i] = F.rotate(t[i], ps[i]["angle"], interpolation=BILINEAR, fill=0.0)
+        if warped:
+            sub = t if len(warped) == len(t) else t[warped]
+            matrices = [_tvg._get_inverse_affine_matrix([0.0, 0.0], -angles[i], [0.0, 0.0], 1.0, [0.0, 0.0])
+                        for i in warped]
+            if len(warped) == len(t):
+                return _warp(sub, matrices)
+            out[warped] = _warp(sub, matrices)
+        return out
 
 
 class ResizedCrop:

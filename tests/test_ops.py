@@ -98,6 +98,21 @@ def test_apply_batch_edge_records():
     out = ops.apply_batch(images, records)
     for o, r in zip(out, records):
         np.testing.assert_array_equal(o, ops.apply(img, r))
+    # a quarter turn in the same batch as other angles: each image gets the bytes it gets alone (an angle where
+    # ops' warp and torchvision's rotate differ, so a batch that went through torchvision would show)
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    def torchvisions(angle):
+        return ops.to_uint8(F.rotate(ops.to_tensor(img), angle, interpolation=InterpolationMode.BILINEAR, fill=0.0))
+
+    odd = next(a for a in np.linspace(-15, 15, 601) if (ops.apply(img, [{"op": "rotation", "angle": float(a)}])
+                                                       != torchvisions(float(a))).any())
+    turns = [[{"op": "rotation", "angle": a}] for a in (90.0, float(odd), -180.0, -12.25)]
+    batched = ops.apply_batch(np.stack([img] * 4), turns)
+    for o, r in zip(batched, turns):
+        np.testing.assert_array_equal(o, ops.apply(img, r))
+    np.testing.assert_array_equal(batched[0], np.rot90(img, 1))
     np.testing.assert_array_equal(out[0], img)
     np.testing.assert_array_equal(out[4], img)
     with pytest.raises(ValueError, match="unknown op 'shear'"):
