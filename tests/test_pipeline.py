@@ -210,3 +210,15 @@ def test_unreachable_dask_scheduler_is_a_clear_error(prefect_server, tmp_path_fa
     with pytest.raises(AugdagError, match=r"runner.kind=dask: cannot reach tcp://127.0.0.1:9"):
         run_pipeline(str(proj), workers=1)
     assert not (proj / "data" / "ingest").exists()
+
+
+def test_dvc_parses_its_yaml_with_libyaml(flow_project):
+    """ruamel.yaml 0.19 made libyaml optional; without ruamel.yaml.clib every status and commit the flow makes
+    parses dvc.yaml and dvc.lock in pure Python (3x slower). The parser DVC builds for a safe load is the C one."""
+    from dvc.utils.serialize import _yaml
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser.__module__.startswith("ruamel.yaml.clib"), YAML(typ="safe").Parser
+    text = (flow_project / "dvc.lock").read_text()
+    lock = _yaml.parse_yaml(text, "dvc.lock")
+    assert set(lock["stages"]) >= {"ingest", "finetune", "report"}
