@@ -1,6 +1,7 @@
 """Offline defaults: nothing is downloaded at run time, and no telemetry is sent."""
 
 import contextlib
+import gc
 import os
 import threading
 
@@ -52,8 +53,6 @@ def frozen_heap():
     branches concurrently): each entry freezes what is alive then, the last exit unfreezes. Only the GC's
     scanning changes; reference counting frees objects as always.
     """
-    import gc
-
     global _frozen
     with _frozen_lock:
         _frozen += 1

@@ -112,27 +112,32 @@ class VFlip(HFlip):
         return t.flip(-2)
 
 
-class Rotation:
-    def make_params(self, cfg, rng, h, w):
-        return {"angle": _u(rng, -cfg.degrees, cfg.degrees)}
+class _Warped:
+    """An op whose apply() is its apply_batch() on one image, so replay and the stage share one kernel."""
 
     def apply(self, img, p):
         return self.apply_batch(img[None], [p])[0]
 
+
+class Rotation(_Warped):
+    def make_params(self, cfg, rng, h, w):
+        return {"angle": _u(rng, -cfg.degrees, cfg.degrees)}
+
     def apply_batch(self, t, ps):
         angles = [p["angle"] % 360 for p in ps]
+
+        def matrix(a):
+            return _tvg._get_inverse_affine_matrix([0.0, 0.0], -a, [0.0, 0.0], 1.0, [0.0, 0.0])
+
         turns = [i for i, a in enumerate(angles) if a % 90 == 0]  # exact quarter turns, as torchvision's rotate
-        warped = [i for i, a in enumerate(angles) if a % 90 != 0]
+        if not turns:
+            return _warp(t, [matrix(a) for a in angles])
         out = torch.empty_like(t)
+        warped = [i for i, a in enumerate(angles) if a % 90 != 0]
+        if warped:
+            out[warped] = _warp(t[warped], [matrix(angles[i]) for i in warped])
         for i in turns:
             out[i] = F.rotate(t[i], ps[i]["angle"], interpolation=BILINEAR, fill=0.0)
-        if warped:
-            sub = t if len(warped) == len(t) else t[warped]
-            matrices = [_tvg._get_inverse_affine_matrix([0.0, 0.0], -angles[i], [0.0, 0.0], 1.0, [0.0, 0.0])
-                        for i in warped]
-            if len(warped) == len(t):
-                return _warp(sub, matrices)
-            out[warped] = _warp(sub, matrices)
         return out
 
 
@@ -150,16 +155,13 @@ class ResizedCrop:
                               interpolation=BILINEAR, antialias=True)
 
 
-class Affine:
+class Affine(_Warped):
     def make_params(self, cfg, rng, h, w):
         return {
             "tx": int(round(_u(rng, -cfg.translate, cfg.translate) * w)),
             "ty": int(round(_u(rng, -cfg.translate, cfg.translate) * h)),
             "scale": _u(rng, *cfg.scale),
         }
-
-    def apply(self, img, p):
-        return self.apply_batch(img[None], [p])[0]
 
     def apply_batch(self, t, ps):
         matrices = []
