@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args, root: Path) -> int:
     from augdag import runlock
     from augdag.params import load_params
+    from augdag.prefect_server import temporary_server
 
     if args.cmd == "run":
         overrides = list(args.set_params)
@@ -96,9 +97,11 @@ def _dispatch(args, root: Path) -> int:
             overrides.append(f"ingest.source={Path(args.dataset).resolve()}")
         # refused here, before Prefect is imported or started, when another command holds the project
         with runlock.hold(root, " ".join(["augdag run", *(f"--set {o}" for o in overrides)])):
-            from augdag.flows.pipeline import run_pipeline
+            with temporary_server() as server:  # boots while the flow's modules import
+                from augdag.flows.pipeline import run_pipeline
 
-            run_pipeline(str(root), set_params=overrides or None, workers=args.workers, force=args.force)
+                server.ready()
+                run_pipeline(str(root), set_params=overrides or None, workers=args.workers, force=args.force)
         metrics = root / "data" / "evaluate" / "metrics.json"
         print(f"report:  {root / 'data' / 'report' / 'report.html'}")
         print(f"metrics: {metrics}")
@@ -113,8 +116,10 @@ def _dispatch(args, root: Path) -> int:
         base = load_base(root)  # a typo or a bad param fails here, before Prefect starts
         for name in check_strategies(args.strategies or COMPARISON):
             resolve(base, name, args.seeds[0])
-        res = run_compare(str(root), strategies=args.strategies, seeds=args.seeds, out=args.out,
-                          baseline=args.baseline, force=args.force)
+        with temporary_server() as server:
+            server.ready()
+            res = run_compare(str(root), strategies=args.strategies, seeds=args.seeds, out=args.out,
+                              baseline=args.baseline, force=args.force)
         print(res["markdown"], end="")
         print(f"comparison: {Path(res['out']) / 'comparison.html'} ({res['ran']} runs ran, {res['cached']} cached)")
         return 0

@@ -10,18 +10,25 @@ in, git + DVC initialised), each run in its own process:
   instead (a diagnostic: that is where the flow ran them until each stage got a thread of its own;
   torch's OpenMP pools per thread then outnumbered the cores and the fine-tune ran 1.3-1.5x slower,
   see flows/pipeline.in_own_thread).
-- flow: `augdag.flows.pipeline.run_pipeline(root, workers=...)`, what `augdag run` calls: Prefect's
-  temporary local server (started by the run, as when PREFECT_API_URL is unset; it is removed from
-  the child's environment), one task per stage, the three branches concurrently, per stage a DVC
+- flow: what `augdag run` does: Prefect's temporary local server (PREFECT_API_URL is removed from the
+  child's environment) launched by `augdag.prefect_server.temporary_server` before the flow's modules
+  import, then `augdag.flows.pipeline.run_pipeline(root, workers=...)`: one task per stage, the three branches concurrently, per stage a DVC
   status check before and a `dvc commit` after, markdown/table artifacts. The branches' chunks run
   where params.yaml's `runner` says (where the project has that section; local threads by default;
   the direct route always uses threads, so compare with runner.kind local).
+
+Besides that difference of wall clocks, which carries the stages' run-to-run noise (+-10 s a stage
+here), the script prints the time outside the stage functions (process wall minus the time some stage
+function runs: imports, server, orchestration, DVC) in each route, and the time inside them.
 
 Each process's wall clock is measured from outside (Python start and imports included: the flow
 route also imports Prefect), and inside it the run call itself. In the flow process the DVC calls
 and the stage functions are timed by wrapping `augdag.dvcops.up_to_date`/`commit` and the flow's
 `run_stage` (a timer around the call, nothing else), so the overhead splits into DVC bookkeeping
 and Prefect's own share (server start, task orchestration, artifacts, logging).
+
+The table's flow run call includes the wait for the server (the part of its start the imports did not
+cover) and its stop.
 
 Overhead = median flow wall − median direct wall, printed as seconds, as a share of the flow run and
 relative to the direct run (issue 7's target: under 15 % of a default run). The runs are
@@ -60,6 +67,32 @@ WARMUP = ["ingest.n_per_class=2", "ingest.n_val_per_class=1", "ingest.n_test_per
 
 # --- child processes ----------------------------------------------------------------------------------
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's child processes (the flow's temporary
+    Prefect server: it shares the cores with the stages)."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def busy(intervals) -> float:
+    """Length of the union of [start, end] intervals: the time some stage function was running (the flow's
+    three branches overlap)."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
 def child(route: str, root: Path, workers: int, result: Path, in_thread: bool = False) -> None:
     t_imp = time.perf_counter()
     from augdag.env import set_offline
@@ -70,7 +103,7 @@ def child(route: str, root: Path, workers: int, result: Path, in_thread: bool = 
     from augdag.params import load_params
     from augdag.tasks import STAGES, run_stage
 
-    timings: dict = {"stages": {}, "dvc_status": 0.0, "dvc_commit": 0.0}
+    timings: dict = {"stages": {}, "intervals": {}, "dvc_status": 0.0, "dvc_commit": 0.0}
     if route == "direct":
         params = load_params(root / "params.yaml")
         timings["import"] = time.perf_counter() - t_imp
@@ -85,31 +118,39 @@ def child(route: str, root: Path, workers: int, result: Path, in_thread: bool = 
             s = time.perf_counter()
             outer.submit(one, name).result() if outer else one(name)
             timings["stages"][name] = time.perf_counter() - s
+            timings["intervals"][name] = [s - t, time.perf_counter() - t]
         timings["run"] = time.perf_counter() - t
     else:
-        from augdag import dvcops
-        from augdag.flows import pipeline
+        from augdag.prefect_server import temporary_server
 
-        def timed(fn, key, per_stage=False):
-            def wrapper(first, *a, **kw):  # run_stage(name, ...); up_to_date/commit(root, name)
-                s = time.perf_counter()
-                try:
-                    return fn(first, *a, **kw)
-                finally:
-                    d = time.perf_counter() - s
-                    if per_stage:
-                        timings["stages"][first] = d
-                    else:
-                        timings[key] += d
-            return wrapper
+        with temporary_server() as server:  # as `augdag run` does: the server boots while the flow imports
+            from augdag import dvcops
+            from augdag.flows import pipeline
 
-        # A timer around each call: dvcops' functions and the flow's reference to run_stage.
-        dvcops.up_to_date = timed(dvcops.up_to_date, "dvc_status")
-        dvcops.commit = timed(dvcops.commit, "dvc_commit")
-        pipeline.run_stage = timed(pipeline.run_stage, None, per_stage=True)
-        timings["import"] = time.perf_counter() - t_imp
-        t = time.perf_counter()
-        pipeline.run_pipeline(str(root), workers=workers)
+            def timed(fn, key, per_stage=False):
+                def wrapper(first, *a, **kw):  # run_stage(name, ...); up_to_date/commit(root, name)
+                    s = time.perf_counter()
+                    try:
+                        return fn(first, *a, **kw)
+                    finally:
+                        d = time.perf_counter() - s
+                        if per_stage:
+                            timings["stages"][first] = d
+                            timings["intervals"][first] = [s - t_run, s + d - t_run]
+                        else:
+                            timings[key] += d
+                return wrapper
+
+            # A timer around each call: dvcops' functions and the flow's reference to run_stage.
+            dvcops.up_to_date = timed(dvcops.up_to_date, "dvc_status")
+            dvcops.commit = timed(dvcops.commit, "dvc_commit")
+            pipeline.run_stage = timed(pipeline.run_stage, None, per_stage=True)
+            timings["import"] = time.perf_counter() - t_imp
+            t = t_run = time.perf_counter()
+            server.ready()
+            timings["server_wait"] = time.perf_counter() - t
+            pipeline.run_pipeline(str(root), workers=workers)
+            timings["server_cpu"] = children_cpu()  # the temporary Prefect server, up until the block ends
         timings["run"] = time.perf_counter() - t
     timings["since_start"] = time.perf_counter() - T_START
     result.write_text(json.dumps(timings))
@@ -199,6 +240,20 @@ def main(argv=None):
               f"the flow's extra imports: {med(f, 'import') - med(d, 'import'):+.1f} s")
         print("  (stage fns s: the sum of the stage functions' times; in the flow the three branches run "
               "concurrently, so the run call can be shorter than that sum plus the rest)")
+        # The wall clocks above carry the stages' run-to-run noise (+-10 s a stage on a shared machine). What the
+        # Prefect route adds around the same stage code is the process's time when no stage function runs.
+        inside = lambda x: busy(x["intervals"].values())  # noqa: E731
+        outside = lambda x: x["wall"] - inside(x)  # noqa: E731
+        o_d, o_f = median([outside(x) for x in d]), median([outside(x) for x in f])
+        b_d, b_f = median([inside(x) for x in d]), median([inside(x) for x in f])
+        print(f"\ntime outside the stage functions (process wall - time some stage function runs), median: "
+              f"direct {o_d:.1f} s, flow {o_f:.1f} s: the Prefect route adds {o_f - o_d:+.1f} s = "
+              f"{100 * (o_f - o_d) / med(f, 'wall'):.1f} % of the flow run (per repeat: "
+              f"{', '.join(f'{outside(y) - outside(x):+.1f}' for x, y in zip(d, f))} s)")
+        print(f"time some stage function runs, median: direct {b_d:.1f} s, flow {b_f:.1f} s ({b_f - b_d:+.1f} s; "
+              f"per repeat {', '.join(f'{inside(y) - inside(x):+.1f}' for x, y in zip(d, f))} s); "
+              f"Prefect's server process used {median([x['server_cpu'] for x in f]):.1f} s CPU during the flow run; "
+              f"the flow waited {median([x['server_wait'] for x in f]):.1f} s for it after its imports")
         print("\nper stage, median s:  " + "  ".join(
             f"{s} {median([x['stages'][s] for x in d]):.1f}/{median([x['stages'][s] for x in f]):.1f}"
             for s in d[0]["stages"]) + "   (direct/flow)")

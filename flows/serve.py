@@ -14,12 +14,10 @@ authentication, and a deployment runs code on this machine.
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -35,6 +33,8 @@ from prefect import flow  # noqa: E402
 from augdag import compare  # noqa: E402
 from augdag.errors import AugdagError, ParamsError  # noqa: E402
 from augdag.params import BRANCHES, BranchThresholds, Params  # noqa: E402
+from augdag.prefect_server import (api_url, die_with_parent, port_free, startup_timeout,  # noqa: E402
+                                   stop_server, wait_healthy)
 
 PIPELINE_DEPLOYMENT = "augdag-ui-pipeline/local"
 COMPARE_DEPLOYMENT = "augdag-ui-compare/local"
@@ -253,91 +253,26 @@ def check_host(host: str, expose: bool) -> None:
             f"default 127.0.0.1, or add --expose if that is what you want.")
 
 
-def _local(host: str) -> str:
-    """Where this machine reaches a server bound to `host`."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host in ("::", "[::]"):
-        return "[::1]"
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def api_url(host: str, port: int) -> str:
-    return f"http://{_local(host)}:{port}/api"
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host.strip("[]"), port))
-        except OSError:
-            return False
-    return True
-
-
-def _die_with_parent():
-    """A preexec_fn asking Linux to SIGTERM the child when augdag dies, even by SIGKILL (PR_SET_PDEATHSIG).
-    Resolved here, in the parent: the child only calls a C function (no imports, no locks)."""
-    if sys.platform != "linux":
-        return None
-    try:
-        import ctypes
-
-        prctl, sig = ctypes.CDLL(None, use_errno=True).prctl, int(signal.SIGTERM)
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, sig)
-
-
 def start_server(host: str = "127.0.0.1", port: int = 4200, timeout: float | None = None,
                  stdout=None, stderr=None) -> subprocess.Popen:
     """`prefect server start` in its own session (Ctrl-C reaches augdag, which then stops it), returned
     once its health endpoint answers."""
-    if not _port_free(host, port):
+    if not port_free(host, port):
         raise AugdagError(f"port {port} on {host} is in use (another Prefect server?); pick one with --port")
     url = api_url(host, port)
     env = {**os.environ, "PREFECT_API_URL": url}  # the UI's API address, unless PREFECT_UI_API_URL says otherwise
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
     proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=_die_with_parent())
-    timeout = timeout or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
-    deadline = time.monotonic() + timeout
+                            start_new_session=True, preexec_fn=die_with_parent())
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AugdagError(f"prefect server exited with status {proc.returncode} while starting ({' '.join(cmd)})")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as res:
-                    if res.status == 200:
-                        return proc
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AugdagError(f"prefect server did not answer on {url}/health within {timeout:.0f} s")
-            time.sleep(0.5)
+        wait_healthy(proc, url, timeout or startup_timeout(), "prefect server", poll_s=0.5)
     except BaseException:
         stop_server(proc)
         raise
+    return proc
 
 
 STOP_GRACE_S = 30.0  # after Ctrl-C, how long serve() may take to return before augdag stops the server itself
-
-
-def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGINT (what Ctrl-C would send), then SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)  # the server's session: uvicorn and its service processes
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def serve_all(root: str | Path = ".", host: str = "127.0.0.1", port: int = 4200, expose: bool = False,
