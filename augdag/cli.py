@@ -8,9 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from augdag.env import set_offline
+from augdag.env import set_offline, tune_malloc
 
 set_offline()
+tune_malloc()  # before any thread: see augdag.env.tune_malloc
 
 from augdag.errors import AugdagError  # noqa: E402
 

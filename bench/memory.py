@@ -47,9 +47,10 @@ def rss_now_max() -> int:
 
 def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: Path, verbose: bool,
           stages: list[str]) -> None:
-    from augdag.env import set_offline
+    from augdag.env import set_offline, tune_malloc
 
     set_offline()
+    tune_malloc()  # as the augdag command does (AUGDAG_MALLOC=default turns it off, to compare)
     import logging
     from concurrent.futures import ThreadPoolExecutor
 

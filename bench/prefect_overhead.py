@@ -95,9 +95,10 @@ def busy(intervals) -> float:
 
 def child(route: str, root: Path, workers: int, result: Path, in_thread: bool = False) -> None:
     t_imp = time.perf_counter()
-    from augdag.env import set_offline
+    from augdag.env import set_offline, tune_malloc
 
     set_offline()
+    tune_malloc()  # both routes, as the augdag command does at its start
     from concurrent.futures import ThreadPoolExecutor
 
     from augdag.params import load_params
