@@ -125,9 +125,11 @@ def _dispatch(args, root: Path) -> int:
         print(f"comparison: {Path(res['out']) / 'comparison.html'} ({res['ran']} runs ran, {res['cached']} cached)")
         return 0
     if args.cmd == "server":
+        from augdag.env import export_malloc_settings
         from augdag.flows.serve import check_host, serve_all
 
         check_host(args.host, args.expose)  # refused before anything starts
+        export_malloc_settings()  # the served flow runs are child processes
         load_params(root / "params.yaml")  # a bad params.yaml fails here, not at the first launch
         serve_all(root, host=args.host, port=args.port, expose=args.expose)
         return 0

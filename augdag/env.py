@@ -63,6 +63,13 @@ def tune_malloc() -> bool:
     return ok
 
 
+def export_malloc_settings() -> None:
+    """Where `tune_malloc` applied, pass the same settings to the processes this one starts (glibc reads them
+    from the environment at their start): `augdag server`'s flow runs run in child processes."""
+    if _malloc_tuned:
+        os.environ.update(MALLOC_ARENA_MAX="1", MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(MALLOC_TRIM_BYTES))
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     """torch's intra-op threads set to n inside the block (None or 0: left as they are), restored after."""

@@ -64,3 +64,16 @@ def test_left_alone_where_the_user_set_malloc_up(env):
     out = _churn("cli", **env)
     assert out["tuned"] is False
     assert out["faults"] > 200_000, out
+
+
+@glibc
+def test_augdag_server_passes_the_settings_to_the_flow_runs_it_starts():
+    code = ("import augdag.cli, augdag.env as env, os, subprocess, sys\n"
+            "env.export_malloc_settings()\n"
+            "sys.exit(subprocess.run([sys.executable, '-c', sys.argv[1], 'plain']).returncode)\n")
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "AUGDAG_MALLOC", "GLIBC_TUNABLES"))}
+    res = subprocess.run([sys.executable, "-c", code, CHURN], env=e, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    child = json.loads(res.stdout.strip().splitlines()[-1])
+    assert child["tuned"] is None, "the child did not call tune_malloc itself"
+    assert child["faults"] < 100_000, child  # glibc applied the exported settings at the child's start
