@@ -63,6 +63,15 @@ def tune_malloc() -> bool:
     return ok
 
 
+def release_free_memory() -> None:
+    """Where `tune_malloc` applied: hand the heap's free pages back to the kernel (glibc's malloc_trim), as a
+    stage ends, so the next stage starts from what is alive rather than from the last stage's high-water mark."""
+    if _malloc_tuned:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def export_malloc_settings() -> None:
     """Where `tune_malloc` applied, pass the same settings to the processes this one starts (glibc reads them
     from the environment at their start): `augdag server`'s flow runs run in child processes."""

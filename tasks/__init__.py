@@ -36,7 +36,7 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
         raise AugdagError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
     import time
 
-    from augdag.env import frozen_heap
+    from augdag.env import frozen_heap, release_free_memory
 
     text = getattr(params, "modality", "image") == "text" and name != "strategy"  # strategy serves both
     module = importlib.import_module("augdag.tasks.text" if text else f"augdag.tasks.{name}")
@@ -47,6 +47,8 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
     except BaseException as err:
         _record_timing(Path(root), name, time.monotonic() - t0, f"{type(err).__name__}: {err}")
         raise
+    finally:
+        release_free_memory()
     _record_timing(Path(root), name, time.monotonic() - t0, None)
     return summary
 

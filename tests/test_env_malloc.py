@@ -77,3 +77,24 @@ def test_augdag_server_passes_the_settings_to_the_flow_runs_it_starts():
     child = json.loads(res.stdout.strip().splitlines()[-1])
     assert child["tuned"] is None, "the child did not call tune_malloc itself"
     assert child["faults"] < 100_000, child  # glibc applied the exported settings at the child's start
+
+
+@glibc
+def test_a_stage_end_hands_the_free_heap_back():
+    code = r"""
+import json, augdag.cli, augdag.env as env, torch
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+keep = [torch.ones(1_000_000) for _ in range(5)]       # alive throughout
+tmp = [torch.ones(50_000_000) for _ in range(4)]       # 800 MB, freed below
+del tmp
+before = rss()
+env.release_free_memory()
+print(json.dumps({"tuned": env._malloc_tuned, "before": before, "after": rss()}))
+"""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "AUGDAG_MALLOC", "GLIBC_TUNABLES"))}
+    res = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["tuned"] is True
+    assert out["before"] - out["after"] > 600e6, out  # the 800 MB freed were still resident, then given back
