@@ -14,8 +14,10 @@ import pytest
 
 glibc = pytest.mark.skipif(not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"), reason="glibc only")
 
-# 20 buffers of 100 MB and 8 MB made and freed in a thread, as torch does for op outputs: the page faults
-# that took (each fresh page is a fault and a zeroing).
+# Buffers of 100 MB and 8 MB made and freed in a thread, as torch does for op outputs, 20 times: the page
+# faults the last 10 took (each fresh page is a fault and a zeroing). The first rounds are left out: how many
+# faults growing the heap takes depends on the process's memory layout (97,000 or 197,000 here, with nothing
+# changed but the length of an environment variable); once grown, a kept heap faults no more.
 CHURN = r"""
 import json, os, resource, sys, threading
 if sys.argv[1] == "cli":
@@ -24,8 +26,9 @@ import augdag.env as env
 import torch
 
 def churn():
-    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
+    for i in range(20):
+        if i == 10:
+            r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         a = torch.ones(25_000_000)
         b = torch.ones(2_000_000)
         del a, b
@@ -52,9 +55,9 @@ def test_the_augdag_command_reuses_freed_buffers_instead_of_faulting_them_in_aga
     plain = _churn("plain")
     cli = _churn("cli")
     assert plain["tuned"] is None and cli["tuned"] is True
-    # 20 x 108 MB through fresh mmaps is ~530,000 faults; reused heap memory faults once
-    assert plain["faults"] > 200_000, plain
-    assert cli["faults"] < plain["faults"] / 4, (cli, plain)
+    # 10 x 108 MB through fresh mmaps is ~270,000 faults (244,000 measured); the kept heap none
+    assert plain["faults"] > 100_000, plain
+    assert cli["faults"] < 2_000, (cli, plain)
 
 
 @glibc
@@ -63,7 +66,7 @@ def test_the_augdag_command_reuses_freed_buffers_instead_of_faulting_them_in_aga
 def test_left_alone_where_the_user_set_malloc_up(env):
     out = _churn("cli", **env)
     assert out["tuned"] is False
-    assert out["faults"] > 200_000, out
+    assert out["faults"] > 100_000, out
 
 
 @glibc
@@ -76,7 +79,7 @@ def test_augdag_server_passes_the_settings_to_the_flow_runs_it_starts():
     assert res.returncode == 0, res.stderr[-3000:]
     child = json.loads(res.stdout.strip().splitlines()[-1])
     assert child["tuned"] is None, "the child did not call tune_malloc itself"
-    assert child["faults"] < 100_000, child  # glibc applied the exported settings at the child's start
+    assert child["faults"] < 2_000, child  # glibc applied the exported settings at the child's start
 
 
 @glibc
