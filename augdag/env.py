@@ -21,10 +21,17 @@ def set_offline() -> None:
         os.environ.setdefault(k, v)
 
 
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 MALLOC_TRIM_BYTES = 1 << 30  # mallopt takes a C int: at most 2 GiB - 1
+# (mallopt parameter from malloc.h, the same setting's environment variable, value)
+_MALLOC_SETTINGS = ((-8, "MALLOC_ARENA_MAX", 1), (-4, "MALLOC_MMAP_MAX_", 0),
+                    (-1, "MALLOC_TRIM_THRESHOLD_", MALLOC_TRIM_BYTES))
 _malloc_tuned: bool | None = None
+
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None)
 
 
 def tune_malloc() -> bool:
@@ -38,8 +45,8 @@ def tune_malloc() -> bool:
     main thread. With one arena (all threads on the main heap), no mmaps and trimming only above 1 GiB of free
     top: 0.56 million faults and 31 s, peak RSS unchanged (2.7 GB); see README "Benchmarks".
 
-    The cost: memory a process freed stays mapped to it until it exits (reused by its next allocations, so
-    the peak is what the work needs). Left alone where the user set glibc's malloc variables (MALLOC_*_,
+    The cost: memory freed inside a stage stays mapped until the stage ends (`release_free_memory`), so a
+    stage's peak can exceed what it holds alive at once (+0.1 GiB at both sizes of bench/memory.py). Left alone where the user set glibc's malloc variables (MALLOC_*_,
     GLIBC_TUNABLES) or AUGDAG_MALLOC=default."""
     global _malloc_tuned
     if _malloc_tuned is not None:
@@ -53,10 +60,9 @@ def tune_malloc() -> bool:
 
         if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
             return False
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = _libc().mallopt
         mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-        ok = all(mallopt(param, value) == 1 for param, value in (
-            (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)))
+        ok = all(mallopt(param, value) == 1 for param, _, value in _MALLOC_SETTINGS)
     except (OSError, AttributeError, ValueError):
         return False
     _malloc_tuned = ok
@@ -67,16 +73,14 @@ def release_free_memory() -> None:
     """Where `tune_malloc` applied: hand the heap's free pages back to the kernel (glibc's malloc_trim), as a
     stage ends, so the next stage starts from what is alive rather than from the last stage's high-water mark."""
     if _malloc_tuned:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
+        _libc().malloc_trim(0)
 
 
 def export_malloc_settings() -> None:
     """Where `tune_malloc` applied, pass the same settings to the processes this one starts (glibc reads them
     from the environment at their start): `augdag server`'s flow runs run in child processes."""
     if _malloc_tuned:
-        os.environ.update(MALLOC_ARENA_MAX="1", MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(MALLOC_TRIM_BYTES))
+        os.environ.update({name: str(value) for _, name, value in _MALLOC_SETTINGS})
 
 
 @contextlib.contextmanager

@@ -111,14 +111,6 @@ def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             continue
 
 
-def _prefect_settings():
-    """(settings, whether this process already has an API to talk to)."""
-    from prefect.settings import get_current_settings
-
-    s = get_current_settings()
-    return s, bool(s.api.url)
-
-
 def _uvicorn(port: int, settings) -> subprocess.Popen:
     """Prefect's `SubprocessASGIServer._run_uvicorn_command`, in a session of its own (stopped as a group)
     that ends with this process even on SIGKILL."""
@@ -168,8 +160,10 @@ def temporary_server(log=print):
     profile) or may not start a temporary one (PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=false) nothing starts:
     the Server's url is that API's (or None) and Prefect behaves as it would without the block.
     """
-    settings, has_api = _prefect_settings()
-    if has_api or not settings.server.ephemeral.enabled:
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
         yield Server(settings.api.url)
         return
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings

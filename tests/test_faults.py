@@ -411,14 +411,6 @@ def test_run_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp
 
 # ------------------------------------------------------------------------ (c) Prefect server outage
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _listening(port: int) -> list[str]:
     from test_serve import listening
 
@@ -441,7 +433,9 @@ def test_flow_killed_then_prefect_server_stopped_and_restarted_during_the_rerun(
     base, want = baseline
     proj = make_project(tmp_path / "proj")
     shutil.copy(base / "params.yaml", proj / "params.yaml")
-    port = _free_port()
+    from augdag.prefect_server import free_port
+
+    port = free_port()
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))  # the server's database, kept across restarts
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PATH=f"{BIN}:{env['PATH']}", OMP_NUM_THREADS="1", PREFECT_API_URL=f"http://127.0.0.1:{port}/api")

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from augdag.errors import AugdagError, ParamsError
 from augdag.flows import serve
 from augdag.params import dotted_to_nested, load_params, write_overrides
+from augdag.prefect_server import free_port
 from augdag.tasks import STAGES
 from conftest import BIN, REPO, SMALL, make_project, run
 
@@ -96,12 +97,6 @@ def test_cli_refuses_a_public_host_without_expose(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- a served project
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def health(port: int) -> bool:
     try:
