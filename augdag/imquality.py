@@ -14,20 +14,23 @@ region only and no padding is needed: the cropped map is identical.
 
 Two code paths, chosen by dtype:
 
-- uint8 inputs (the common case): the window sums of x, y, x^2 + y^2 and x*y are integers, so they
-  are computed exactly in int32 (the largest, 49 * 2 * 255^2, is far below 2^31), and so are the
-  covariance terms 49 * sum(xy) - sum(x) * sum(y) that cancel catastrophically in floating point.
-  Only the final ratio is formed in float32 (relative error ~1e-7); the map is summed per row in
-  float32 and over rows in float64.
-- any other real dtype: float64 throughout.
+- uint8 inputs (the common case): one compiled pass per image (numba, specialised for the channel
+  count; compiled on first use and cached on disk next to this module). The window sums of x, y,
+  x^2 + y^2 and x*y are integers, so they are exact in int32 (the largest, 49 * 2 * 255^2, is far
+  below 2^31): the pass keeps the 7-row column sums of each and moves them down one row at a time
+  (add the row entering, subtract the row leaving), adds 7 neighbouring column sums across, and
+  forms the covariance terms 49 * sum(xy) - sum(x) * sum(y), which cancel catastrophically in
+  floating point, in int32 too. Only the final ratio is formed in float32 (relative error ~1e-7),
+  and the map is summed in float64, in a fixed order. PSNR's sum of squared errors is exact
+  (int64). Nothing depends on the thread count, and each image's numbers never meet another's.
+- any other real dtype: float64 throughout, in torch, in chunks of at most `batch_size` images,
+  further limited so that each intermediate array holds about `_CHUNK_ELEMENTS` values (a large
+  image is split into its channel planes): memory stays bounded for any N and image size, and the
+  buffers are reused from chunk to chunk.
 
-The work is done in chunks of at most `batch_size` images, further limited so that each
-intermediate array holds about `_CHUNK_ELEMENTS` values (a large image is split into its channel
-planes): memory stays bounded for any N and image size, and the buffers are reused from chunk to
-chunk. The speed-up over a loop of skimage calls comes from doing the per-call work once per chunk
-and from fewer, cheaper elementwise passes (integer window sums, the ratio rearranged in terms of
-window sums); it is large for small images (Fashion-MNIST), modest for large
-ones, where skimage's own per-pixel work dominates (see bench/gate.py).
+The speed-up over a loop of skimage calls (bench/gate.py) comes from doing the per-call work once
+per batch and, for uint8, from touching each pixel once in cache instead of in ~20 whole-image
+passes of float64 filters.
 """
 
 from __future__ import annotations
@@ -98,6 +101,153 @@ def _exact_uint8(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+# compiled uint8 kernels (numba: imported and compiled on first use, then cached on disk)
+
+_KERNELS: dict = {}
+
+
+def _kernel(name: str, c: int):
+    """The uint8 kernel `name` ('sse' or 'ssim') for images of c channels.
+
+    The channel count is a compile-time constant of each kernel (the horizontal window steps by c): a
+    run-time stride made the SSIM pass 2x slower. Kernels release the GIL, so threads run them side by side.
+    """
+    key = (name, c)
+    fn = _KERNELS.get(key)
+    if fn is None:
+        fn = _KERNELS[key] = (_make_sse if name == "sse" else _make_ssim)(c)
+    return fn
+
+
+def _make_sse(c: int):
+    import numba
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def sse_u8(a, b, mask, use_mask, out):  # pragma: no cover (compiled)
+        n, h, w = a.shape[0], a.shape[1], a.shape[2]
+        for i in range(n):
+            x = a[i].ravel()
+            y = b[i].ravel()
+            total = np.int64(0)
+            if use_mask:
+                keep = mask[i].ravel()
+                for j in range(h * w):
+                    m = np.int64(1) if keep[j] else np.int64(0)
+                    for k in range(c):
+                        d = np.int64(x[j * c + k]) - np.int64(y[j * c + k])
+                        total += m * d * d
+            else:
+                for j in range(h * w * c):
+                    d = np.int64(x[j]) - np.int64(y[j])
+                    total += d * d
+            out[i] = total
+
+    return sse_u8
+
+
+def _make_ssim(c: int):
+    import numba
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    def ssim_u8(a, b, mask, use_mask, k, out):  # pragma: no cover (compiled)
+        """out[i] = the sum over image i's cropped map (masked pixels only, where use_mask) of S / 4.
+
+        k = (c1/2, -c2/2, c1, -c2) as float32 (see _ssim_map_chunk for the algebra)."""
+        n, h, w = a.shape[0], a.shape[1], a.shape[2]
+        span = w * c  # values in one image row
+        width = (w - 6) * c  # values in one row of the cropped map
+        col_x = np.zeros(span, np.int32)
+        col_y = np.zeros(span, np.int32)
+        col_sq = np.zeros(span, np.int32)
+        col_xy = np.zeros(span, np.int32)
+        row = np.empty(width, np.float32)
+        weight = np.empty(width, np.float32)
+        k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
+        for i in range(n):
+            x = a[i].ravel()
+            y = b[i].ravel()
+            for j in range(span):
+                col_x[j] = 0
+                col_y[j] = 0
+                col_sq[j] = 0
+                col_xy[j] = 0
+            for r in range(7):
+                o = r * span
+                for j in range(span):
+                    u = np.int32(x[o + j])
+                    v = np.int32(y[o + j])
+                    col_x[j] += u
+                    col_y[j] += v
+                    col_sq[j] += np.int32(u * u + v * v)
+                    col_xy[j] += np.int32(u * v)
+            total = 0.0
+            for r0 in range(h - 6):
+                if r0 > 0:  # the window moves down a row: row r0 + 6 enters, row r0 - 1 leaves
+                    o_in = (r0 + 6) * span
+                    o_out = (r0 - 1) * span
+                    for j in range(span):
+                        u = np.int32(x[o_in + j])
+                        v = np.int32(y[o_in + j])
+                        u0 = np.int32(x[o_out + j])
+                        v0 = np.int32(y[o_out + j])
+                        col_x[j] += np.int32(u - u0)
+                        col_y[j] += np.int32(v - v0)
+                        col_sq[j] += np.int32((u * u + v * v) - (u0 * u0 + v0 * v0))
+                        col_xy[j] += np.int32(u * v - u0 * v0)
+                for j in range(width):
+                    # numba widens int32 arithmetic to int64; the np.int32 casts keep it (and the conversions to
+                    # float32) in 32-bit lanes, which is what lets LLVM vectorise this loop. No value overflows.
+                    sx = np.int32(col_x[j] + col_x[j + c] + col_x[j + 2 * c] + col_x[j + 3 * c] + col_x[j + 4 * c]
+                                  + col_x[j + 5 * c] + col_x[j + 6 * c])
+                    sy = np.int32(col_y[j] + col_y[j + c] + col_y[j + 2 * c] + col_y[j + 3 * c] + col_y[j + 4 * c]
+                                  + col_y[j + 5 * c] + col_y[j + 6 * c])
+                    ssq = np.int32(col_sq[j] + col_sq[j + c] + col_sq[j + 2 * c] + col_sq[j + 3 * c]
+                                   + col_sq[j + 4 * c] + col_sq[j + 5 * c] + col_sq[j + 6 * c])
+                    sxy = np.int32(col_xy[j] + col_xy[j + c] + col_xy[j + 2 * c] + col_xy[j + 3 * c]
+                                   + col_xy[j + 4 * c] + col_xy[j + 5 * c] + col_xy[j + 6 * c])
+                    p = np.int32(sx * sy)
+                    q = np.int32(sx * sx + sy * sy)
+                    d = np.int32(p - 49 * sxy)
+                    v = np.int32(q - 49 * ssq)
+                    row[j] = (((np.float32(p) + k0) * (np.float32(d) + k1))
+                              / ((np.float32(q) + k2) * (np.float32(v) + k3)))
+                if use_mask:
+                    for j in range(w - 6):
+                        m = np.float32(1.0) if mask[i, r0 + 3, j + 3] else np.float32(0.0)
+                        for ch in range(c):
+                            weight[j * c + ch] = m
+                    for j in range(width):
+                        row[j] *= weight[j]
+                s0 = 0.0  # four running sums: the additions overlap, and the order is fixed
+                s1 = 0.0
+                s2 = 0.0
+                s3 = 0.0
+                j = 0
+                while j + 4 <= width:
+                    s0 += row[j]
+                    s1 += row[j + 1]
+                    s2 += row[j + 2]
+                    s3 += row[j + 3]
+                    j += 4
+                while j < width:
+                    s0 += row[j]
+                    j += 1
+                total += (s0 + s1) + (s2 + s3)
+            out[i] = total
+
+    return ssim_u8
+
+
+def _u8_batches(a: np.ndarray, b: np.ndarray, mask, batch_size: int):
+    """(start, a, b, mask) per batch of at most batch_size images, each C-contiguous (copied only if not)."""
+    dummy = np.ones((1, 1, 1), np.bool_)
+    for s in range(0, len(a), batch_size):
+        e = min(len(a), s + batch_size)
+        m = dummy if mask is None else np.ascontiguousarray(mask[s:e])
+        yield s, np.ascontiguousarray(a[s:e]), np.ascontiguousarray(b[s:e]), m
+
+
+# ----------------------------------------------------------------------------------------------
 # PSNR
 
 
@@ -119,21 +269,19 @@ def psnr_batch(a, b, mask=None, data_range: float = 255.0, cap: float | None = 1
     n, h, w, c = a.shape
     sse = np.empty(n, dtype=np.float64)
     count = np.full(n, float(h * w * c)) if mask is None else mask.sum(axis=(1, 2)) * float(c)
-    exact = _exact_uint8(a, b)
-    step = _chunk_len(a.shape, batch_size)
-    for s in range(0, n, step):
-        if exact:  # integer arithmetic: the sum of squared errors is exact
-            d = a[s:s + step].astype(np.int32) - b[s:s + step]
-            sq = d * d
-            dt = np.int64
-        else:
+    if _exact_uint8(a, b) and n:  # integer arithmetic: the sum of squared errors is exact
+        kernel, part = _kernel("sse", c), np.empty(n, np.int64)
+        for s, x, y, m in _u8_batches(a, b, mask, batch_size):
+            kernel(x, y, m, mask is not None, part[s:s + len(x)])
+        sse[:] = part
+    else:
+        step = _chunk_len(a.shape, batch_size)
+        for s in range(0, n, step):
             d = a[s:s + step].astype(np.float64) - b[s:s + step].astype(np.float64)
             sq = d * d
-            dt = np.float64
-        if mask is None:
-            sse[s:s + step] = sq.sum(axis=(1, 2, 3), dtype=dt)
-        else:
-            sse[s:s + step] = np.where(mask[s:s + step, :, :, None], sq, 0).sum(axis=(1, 2, 3), dtype=dt)
+            if mask is not None:
+                sq = np.where(mask[s:s + step, :, :, None], sq, 0.0)
+            sse[s:s + step] = sq.sum(axis=(1, 2, 3), dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         mse = sse / count
         out = 10.0 * np.log10(data_range ** 2 / mse)
@@ -155,13 +303,9 @@ def _ssim_chunks(shape, batch_size: int) -> tuple[int, int]:
     return 1, max(1, min(c, _CHUNK_ELEMENTS // (h * w)))
 
 
-def _planes(arr: np.ndarray, exact: bool) -> torch.Tensor:
-    """n x H x W x C numpy slice -> n x C x H x W tensor view (uint8) or float64 copy."""
-    if not exact:
-        arr = arr.astype(np.float64)  # also native byte order
-    elif not arr.flags.writeable:  # torch.from_numpy warns about read-only arrays; we never write
-        arr = arr.copy()
-    return torch.from_numpy(arr).permute(0, 3, 1, 2)
+def _planes(arr: np.ndarray) -> torch.Tensor:
+    """n x H x W x C numpy slice -> n x C x H x W float64 tensor (a copy, in native byte order)."""
+    return torch.from_numpy(arr.astype(np.float64)).permute(0, 3, 1, 2)
 
 
 class _Workspace:
@@ -199,10 +343,9 @@ def _box_valid(t: torch.Tensor, ws: _Workspace) -> torch.Tensor:
     return t
 
 
-def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, exact: bool,
-                    ws: _Workspace) -> torch.Tensor:
-    """x, y: n x C x H x W (uint8 if `exact`, else float64). A quarter of the cropped SSIM map,
-    n x C x H-6 x W-6 (the factor 4 is applied to the means, saving a pass over the map).
+def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, ws: _Workspace) -> torch.Tensor:
+    """x, y: n x C x H x W float64. A quarter of the cropped SSIM map, n x C x H-6 x W-6 (the
+    factor 4 is applied to the means, saving a pass over the map).
 
     With sums over the window (sx = 49 ux, ...) skimage's
         S = (2 ux uy + C1)(2 vxy + C2) / ((ux^2 + uy^2 + C1)(vx + vy + C2)),
@@ -212,13 +355,13 @@ def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, exact: 
           = 4 (P + c1/2)(D - c2/2) / ((Q + c1)(V - c2)),
         P = sx sy, Q = sx^2 + sy^2, D = P - NP sxy, V = Q - NP (sxx + syy),
         c1 = C1 NP^2, c2 = C2 NP (NP - 1).
-    In the uint8 path P, Q, D and V are exact int32 (|.| <= 2 * 49^2 * 255^2 < 2^31), so the
-    cancellation in D and V, which is where floating point loses digits, costs nothing; each of the
-    four factors is then rounded once to float32 (relative error 6e-8).
+    The uint8 kernel (_make_ssim) forms the same four factors, with P, Q, D and V exact in int32
+    (|.| <= 2 * 49^2 * 255^2 < 2^31), so the cancellation in D and V, which is where floating point
+    loses digits, costs nothing; each factor is then rounded once to float32 (relative error 6e-8).
     """
     c1 = (_K1 * data_range) ** 2 * _NP * _NP
     c2 = (_K2 * data_range) ** 2 * _NP * (_NP - 1)
-    dt = torch.int32 if exact else torch.float64
+    dt = torch.float64
     maps = ws.get("maps", (4,) + tuple(x.shape), dt)
     xi, yi, sq, xy = maps.unbind(0)
     xi.copy_(x)
@@ -235,15 +378,9 @@ def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, exact: 
     q.addcmul_(sy, sy)
     torch.sub(p, sxy, alpha=_NP, out=d)
     torch.sub(q, ssq, alpha=_NP, out=v)
-    if exact:  # one conversion pass for the four maps
-        f = ws.get("f", tuple(pdqv.shape), torch.float32)
-        f.copy_(pdqv)
-    else:
-        f = pdqv
-    consts = ws.get("consts", (4,), f.dtype)
-    consts.copy_(torch.tensor([c1 / 2, -c2 / 2, c1, -c2], dtype=torch.float64))
-    f.add_(consts.view((4,) + (1,) * (f.dim() - 1)))
-    fp, fd, fq, fv = f.unbind(0)
+    consts = torch.tensor([c1 / 2, -c2 / 2, c1, -c2], dtype=dt)
+    pdqv.add_(consts.view((4,) + (1,) * (pdqv.dim() - 1)))
+    fp, fd, fq, fv = pdqv.unbind(0)
     return fp.mul_(fd).div_(fq.mul_(fv))
 
 
@@ -269,9 +406,6 @@ def ssim_batch(a, b, mask=None, data_range: float = 255.0, batch_size: int = 102
         )
     if c < 1:
         raise ValueError("images must have at least one channel")
-    exact = _exact_uint8(a, b)
-    img_step, ch_step = _ssim_chunks(a.shape, batch_size)
-    ws = _Workspace()
     totals = np.zeros(n, dtype=np.float64)
     cropped = (h - 2 * _PAD) * (w - 2 * _PAD)
     if mask is None:
@@ -279,16 +413,36 @@ def ssim_batch(a, b, mask=None, data_range: float = 255.0, batch_size: int = 102
     else:
         crop_mask = mask[:, _PAD:h - _PAD, _PAD:w - _PAD]
         count = crop_mask.sum(axis=(1, 2)) * float(c)
-    for s in range(0, n, img_step):
-        e = min(n, s + img_step)
-        m = None if mask is None else torch.from_numpy(np.ascontiguousarray(crop_mask[s:e]))[:, None]
-        for c0 in range(0, c, ch_step):
-            x = _planes(a[s:e, :, :, c0:c0 + ch_step], exact)
-            y = _planes(b[s:e, :, :, c0:c0 + ch_step], exact)
-            smap = _ssim_map_chunk(x, y, data_range, exact, ws)  # S / 4, n x C x H' x W'
-            if m is not None:
-                smap.mul_(m)
-            # rows summed in the map's dtype (at most W - 6 values), then float64
-            totals[s:e] += smap.sum(dim=-1).to(torch.float64).sum(dim=(1, 2)).numpy()
+    if _exact_uint8(a, b):
+        if n:
+            kernel, consts = _kernel("ssim", c), _u8_consts(data_range)
+            for s, x, y, m in _u8_batches(a, b, mask, batch_size):
+                kernel(x, y, m, mask is not None, consts, totals[s:s + len(x)])
+    else:
+        _ssim_float(a, b, None if mask is None else crop_mask, data_range, batch_size, totals)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(count > 0, 4.0 * totals / np.maximum(count, 1), np.nan)
+
+
+def _u8_consts(data_range: float) -> np.ndarray:
+    """(c1/2, -c2/2, c1, -c2) of _ssim_map_chunk's algebra, rounded to float32 for the uint8 kernel."""
+    c1 = (_K1 * data_range) ** 2 * _NP * _NP
+    c2 = (_K2 * data_range) ** 2 * _NP * (_NP - 1)
+    return np.array([c1 / 2, -c2 / 2, c1, -c2], dtype=np.float32)
+
+
+def _ssim_float(a, b, crop_mask, data_range: float, batch_size: int, totals: np.ndarray) -> None:
+    """The float64 path: adds each image's sum of S / 4 over its cropped (masked) map into `totals`."""
+    n, c = a.shape[0], a.shape[3]
+    img_step, ch_step = _ssim_chunks(a.shape, batch_size)
+    ws = _Workspace()
+    for s in range(0, n, img_step):
+        e = min(n, s + img_step)
+        m = None if crop_mask is None else torch.from_numpy(np.ascontiguousarray(crop_mask[s:e]))[:, None]
+        for c0 in range(0, c, ch_step):
+            x = _planes(a[s:e, :, :, c0:c0 + ch_step])
+            y = _planes(b[s:e, :, :, c0:c0 + ch_step])
+            smap = _ssim_map_chunk(x, y, data_range, ws)  # S / 4, n x C x H' x W'
+            if m is not None:
+                smap.mul_(m)
+            totals[s:e] += smap.sum(dim=-1).sum(dim=(1, 2)).numpy()  # rows first (at most W - 6 values each)

@@ -2,16 +2,18 @@
 
 For each case, the same (source, augmented) pairs go through `psnr_batch` + `ssim_batch` and through
 a loop of `skimage.metrics.peak_signal_noise_ratio` + `structural_similarity(channel_axis=-1)`; each
-side is timed best of `--repeats` (wall clock). Prints the machine, the torch thread counts, and a
+side is timed best of `--repeats` (wall clock). Prints the machine, the library versions, and a
 table with the speed ratio and the largest absolute differences. The target is a ratio >= 10.
 
-The default is one torch thread: the skimage loop runs on one core, so that is the like-for-like
-comparison, and on a machine whose cores are busy with other work, intra-op threads make every one
-of the many small torch ops wait at a barrier for a descheduled thread (seen: 2 threads on 2 busy
-cores, ~100x slower than 1). `--threads 1 2` adds rows for each count.
+The pairs are uint8, as the gate's are, so the batched side runs imquality's compiled kernels (numba):
+one thread, whatever torch's thread count; the warm-up call before the timing compiles them or loads
+them from numba's on-disk cache. `--threads` sets torch's thread count, which only the float path
+uses (`--float` adds rows for float64 inputs of the same values, data_range 255): on a machine whose
+cores are busy with other work, torch's intra-op threads make every one of its many small ops wait at
+a barrier for a descheduled thread (seen: 2 threads on 2 busy cores, ~100x slower than 1).
 
     .venv/bin/python bench/gate.py
-    .venv/bin/python bench/gate.py --threads 1 4
+    .venv/bin/python bench/gate.py --float --threads 1 2
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def best_of(fn, repeats):
 
 
 def batched(a, b):
-    return psnr_batch(a, b), ssim_batch(a, b)
+    return psnr_batch(a, b, data_range=255.0), ssim_batch(a, b, data_range=255.0)
 
 
 def loop(a, b):
@@ -75,14 +77,17 @@ def main(argv=None):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     ap.add_argument("--threads", type=int, nargs="+", default=[1], help="torch thread counts to run (default: 1)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--float", action="store_true", help="add rows for float64 inputs (the torch path)")
     args = ap.parse_args(argv)
+    import numba
 
     print(f"machine: {cpu_model()}; {os.cpu_count()} logical cores, {cores} usable by this process; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"torch {torch.__version__} (threads set explicitly per row; torch's default here: "
-          f"{torch.get_num_threads()}); numpy {np.__version__}; best of {args.repeats} repeats, wall clock")
+    print(f"numba {numba.__version__} (uint8 kernels, one thread); torch {torch.__version__} (float path; threads "
+          f"set per row, torch's default here: {torch.get_num_threads()}); numpy {np.__version__}; "
+          f"best of {args.repeats} repeats, wall clock")
     print()
-    head = f"{'N':>6} {'image':>11} {'threads':>7} {'batched s':>10} {'skimage s':>10} {'ratio':>7} {'>=10x':>6} " \
+    head = f"{'N':>6} {'image':>11} {'input':>7} {'threads':>7} {'batched s':>10} {'skimage s':>10} {'ratio':>7} {'>=10x':>6} " \
            f"{'max|dPSNR|':>11} {'max|dSSIM|':>11}"
     print(head)
     print("-" * len(head))
@@ -90,14 +95,19 @@ def main(argv=None):
         a, b = pairs(n, h, w, c)
         t_s, (p_s, s_s) = best_of(lambda: loop(a, b), args.repeats)
         assert np.isfinite(p_s).all(), "benchmark pairs must differ (finite PSNR)"
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            batched(a[:4], b[:4])  # warm-up (first allocations)
-            t_b, (p_b, s_b) = best_of(lambda: batched(a, b), args.repeats)
-            ratio = t_s / t_b
-            print(f"{n:>6} {f'{h}x{w}x{c}':>11} {torch.get_num_threads():>7} {t_b:>10.3f} {t_s:>10.3f} {ratio:>6.1f}x "
-                  f"{'yes' if ratio >= TARGET else 'NO':>6} {np.abs(p_b - p_s).max():>11.2e} "
-                  f"{np.abs(s_b - s_s).max():>11.2e}", flush=True)
+        rows = [("uint8", a, b, [args.threads[0]])]
+        if args.float:
+            rows.append(("float64", a.astype(np.float64), b.astype(np.float64), args.threads))
+        for kind, x, y, thread_counts in rows:
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                batched(x[:4], y[:4])  # warm-up: compiles the kernels (or loads them), first allocations
+                t_b, (p_b, s_b) = best_of(lambda: batched(x, y), args.repeats)
+                ratio = t_s / t_b
+                shown = threads if kind == "float64" else "-"
+                print(f"{n:>6} {f'{h}x{w}x{c}':>11} {kind:>7} {shown:>7} {t_b:>10.3f} {t_s:>10.3f} {ratio:>6.1f}x "
+                      f"{'yes' if ratio >= TARGET else 'NO':>6} {np.abs(p_b - p_s).max():>11.2e} "
+                      f"{np.abs(s_b - s_s).max():>11.2e}", flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -294,16 +294,83 @@ def test_result_does_not_depend_on_torch_threads():
 
 
 def test_internal_element_budget_splits_images_into_planes(monkeypatch):
-    a = fmnist_like(5, c=3, h=24, w=24, seed=20)
-    b = perturb(a, "noise")
+    """The float path's chunks (the uint8 kernel takes whole images and needs no budget)."""
+    a = fmnist_like(5, c=3, h=24, w=24, seed=20).astype(np.float64)
+    b = perturb(a.astype(np.uint8), "noise").astype(np.float64)
     mask = np.random.default_rng(21).random(a.shape[:3]) < 0.5
     ref = ssim_batch(a, b), ssim_batch(a, b, mask), psnr_batch(a, b, mask)
     monkeypatch.setattr(imquality, "_CHUNK_ELEMENTS", 24 * 24)  # one channel plane per chunk
     assert imquality._ssim_chunks(a.shape, 1024) == (1, 1)
     got = ssim_batch(a, b), ssim_batch(a, b, mask), psnr_batch(a, b, mask)
-    for x, y in zip(got, ref):
-        np.testing.assert_array_equal(x, y)
+    for x, y in zip(got, ref):  # the planes' sums are added in another order: equal to float64 rounding
+        np.testing.assert_allclose(x, y, rtol=1e-13, atol=0)
     np.testing.assert_array_less(np.abs(got[0] - sk_ssim(a, b)), TOL)
+
+
+# --- the compiled uint8 kernels against the float64 path ------------------------------------------
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+@pytest.mark.parametrize("h, w", [(7, 7), (28, 28), (19, 40), (64, 9)])
+def test_uint8_kernels_agree_with_the_float64_path(c, h, w):
+    """Two implementations of the same algebra: integer window sums with a float32 ratio (uint8), and
+    float64 throughout (the same values as float64). Any channel count compiles its own kernel."""
+    g = np.random.default_rng(h * 100 + w * 10 + c)
+    a = g.integers(0, 256, (6, h, w, c), dtype=np.uint8)
+    b = np.clip(a.astype(int) + g.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    b[0] = a[0]  # identical pair: SSIM 1, PSNR the cap
+    mask = g.random((6, h, w)) < 0.5
+    mask[1] = False  # empty mask: NaN
+    af, bf = a.astype(np.float64), b.astype(np.float64)
+    for kw in ({}, {"mask": mask}):
+        s8, sf = ssim_batch(a, b, **kw), ssim_batch(af, bf, data_range=255.0, **kw)
+        assert np.array_equal(np.isnan(s8), np.isnan(sf))
+        np.testing.assert_allclose(np.nan_to_num(s8), np.nan_to_num(sf), rtol=0, atol=1e-6)
+        p8, pf = psnr_batch(a, b, **kw), psnr_batch(af, bf, data_range=255.0, **kw)
+        np.testing.assert_array_equal(p8, pf)  # both sums of squares are exact
+    assert ssim_batch(a, b)[0] == pytest.approx(1.0, abs=1e-6) and psnr_batch(a, b)[0] == 100.0
+    assert np.isnan(ssim_batch(a, b, mask)[1]) and np.isnan(psnr_batch(a, b, mask)[1])
+
+
+def test_uint8_kernels_on_strided_inputs_equal_contiguous_copies():
+    a = fmnist_like(8, c=3, h=30, w=26, seed=30)
+    b = perturb(a, "contrast_noise")
+    mask = np.random.default_rng(31).random(a.shape[:3]) < 0.6
+    views = [(a[:, ::-1], b[:, ::-1], mask[:, ::-1]),  # flipped rows
+             (a[..., ::-1], b[..., ::-1], mask),  # channels reversed
+             (a.transpose(0, 2, 1, 3), b.transpose(0, 2, 1, 3), mask.transpose(0, 2, 1)),
+             (a[::2], b[::2], mask[::2])]
+    for x, y, m in views:
+        assert not x.flags.c_contiguous
+        xc, yc, mc = (np.ascontiguousarray(v) for v in (x, y, m))
+        for kw, kwc in (({}, {}), ({"mask": m}, {"mask": mc})):
+            np.testing.assert_array_equal(ssim_batch(x, y, **kw), ssim_batch(xc, yc, **kwc))
+            np.testing.assert_array_equal(psnr_batch(x, y, **kw), psnr_batch(xc, yc, **kwc))
+
+
+def test_uint8_psnr_of_a_wide_image_does_not_overflow():
+    """255 against 0 everywhere in 8 x 20,000 x 3 values: a sum of squares of 3.1e10, past int32."""
+    a = np.full((1, 8, 20_000, 3), 255, np.uint8)
+    b = np.zeros_like(a)
+    expected = 10 * np.log10(255.0 ** 2 / 255.0 ** 2)  # MSE = 255^2: 0 dB
+    assert psnr_batch(a, b)[0] == pytest.approx(expected, abs=1e-12)
+    b[0, 0, 0, 0] = 254  # one value off by 1 less: the exact sum is 3.1e10 - 509
+    mse = (8 * 20_000 * 3 * 255.0 ** 2 - 255.0 ** 2 + 1.0) / (8 * 20_000 * 3)
+    assert psnr_batch(a, b)[0] == 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_uint8_kernels_from_concurrent_threads_give_the_same_bits():
+    """The kernels release the GIL and keep their buffers per call: threads may run them side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = fmnist_like(40, c=3, h=48, w=48, seed=32)
+    b = perturb(a, "noise")
+    mask = np.random.default_rng(33).random(a.shape[:3]) < 0.7
+    alone = [ssim_batch(a[i::4], b[i::4], mask[i::4]) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: ssim_batch(a[i::4], b[i::4], mask[i::4]), range(4)))
+    for x, y in zip(alone, together):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_read_only_inputs_do_not_warn():
