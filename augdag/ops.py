@@ -19,7 +19,7 @@ from torchvision.transforms.v2.functional import _color as _tvc
 from torchvision.transforms.v2.functional import _geometry as _tvg
 
 from augdag.params import OpsParams
-from augdag.seeding import derive_seed, generators
+from augdag.seeding import derive_seeds, generators
 from augdag.seeding import rng as make_rng
 
 BILINEAR = InterpolationMode.BILINEAR
@@ -270,7 +270,8 @@ def make_params(ops: OpsParams, sample_seed: int, h: int, w: int) -> list[dict]:
 def make_params_batch(ops: OpsParams, sample_seeds: list[int], h: int, w: int) -> list[list[dict]]:
     """`[make_params(ops, s, h, w) for s in sample_seeds]`, with the generators built in one vectorised pass."""
     on = [(name, op, getattr(ops, name)) for name, op in OPS.items() if getattr(ops, name).p > 0]
-    gens = generators([derive_seed(s, "op", name) for s in sample_seeds for name, _, _ in on])
+    per_op = [derive_seeds(sample_seeds, "op", name) for name, _, _ in on]  # one list per op, over the samples
+    gens = generators([seed for seeds in zip(*per_op) for seed in seeds])  # sample-major, as before
     applied = []
     for i in range(len(sample_seeds)):
         a = []

@@ -15,6 +15,13 @@ def derive_seed(seed: int, stage: str, *keys: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
+def derive_seeds(seeds, stage: str, *keys: object) -> list[int]:
+    """`[derive_seed(s, stage, *keys) for s in seeds]`: the shared tail of the hashed text encoded once."""
+    tail = "".join("\x1f" + str(k) for k in (stage, *keys)).encode()
+    sha256, from_bytes = hashlib.sha256, int.from_bytes
+    return [from_bytes(sha256(str(s).encode() + tail).digest()[:8], "little") >> 1 for s in seeds]
+
+
 def rng(seed: int, stage: str, *keys: object) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(derive_seed(seed, stage, *keys)))
 

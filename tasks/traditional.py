@@ -39,8 +39,8 @@ def _chunk(args):
     p, root, items = args
     raw = StageData.shared(out_dir(root, "ingest"))
     cols = ["sample_id", "label", "source", "shard", "index", "height", "width", "channels"]
-    rows = raw.manifest[cols].set_index("sample_id").loc[[pid for pid, _ in items]].reset_index().to_dict("records")
-    images = [raw.image(r) for r in rows]
+    rows = raw.lookup([pid for pid, _ in items], cols)
+    images = raw.images_of(rows)
     seeds = [derive_seed(p.seed, BRANCH, pid, k) for pid, k in items]
     applied: list = [None] * len(items)
     by_shape: dict[tuple, list[int]] = {}
@@ -53,9 +53,10 @@ def _chunk(args):
     for idx in by_shape.values():
         for i, img in zip(idx, ops.apply_batch(np.stack([images[i] for i in idx]), [applied[i] for i in idx])):
             out_images[i] = img
-    return [(img, dict(sample_id=variant_id(pid, k), split="train", branch=BRANCH, label=int(r["label"]),
-                       parent_ids=[pid], source=r["source"], op_params=json.dumps({"ops": a}), seed=s))
-            for img, (pid, k), r, a, s in zip(out_images, items, rows, applied, seeds)]
+    return [(img, dict(sample_id=variant_id(pid, k), split="train", branch=BRANCH, label=int(label),
+                       parent_ids=[pid], source=source, op_params=json.dumps({"ops": a}), seed=s))
+            for img, (pid, k), label, source, a, s in zip(out_images, items, rows["label"], rows["source"], applied,
+                                                         seeds)]
 
 
 def run(p: Params, root: Path, mapper: Callable = map, chunk_size: int = 512, **_) -> dict:

@@ -169,3 +169,53 @@ def test_iter_tables_reads_checked_chunks_and_names_the_file_row(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="junk.parquet: not a readable Parquet manifest"):
         list(iter_tables(tmp_path / "junk.parquet", 4))
+
+
+def _stage_of_ten(tmp_path):
+    w = StageWriter(tmp_path, shard_size=4)
+    imgs = [np.full((5, 6, 1), i, np.uint8) + np.arange(30, dtype=np.uint8).reshape(5, 6, 1) for i in range(10)]
+    for i, im in enumerate(imgs):
+        w.add(im, sample_id=f"s{i}", split="train", branch="raw", label=i % 3, parent_ids=[], source=f"f{i}.png")
+    return imgs, w.close()
+
+
+LOOKUP = ["sample_id", "label", "source", "shard", "index", "height", "width", "channels"]
+
+
+def test_lookup_and_images_of_read_what_image_reads_in_the_asked_order(tmp_path):
+    imgs, m = _stage_of_ten(tmp_path)
+    data = StageData(tmp_path)
+    ids = ["s7", "s0", "s9", "s3", "s7", "s4"]  # across all three shards, out of order, one id twice
+    rows = data.lookup(ids, LOOKUP)
+    assert list(rows["sample_id"]) == ids
+    assert list(rows["label"]) == [int(i[1:]) % 3 for i in ids] and list(rows["source"]) == [f"f{i[1:]}.png" for i in ids]
+    got = data.images_of(rows)
+    by_id = m.set_index("sample_id")
+    for sid, img in zip(ids, got):
+        np.testing.assert_array_equal(img, imgs[int(sid[1:])])
+        np.testing.assert_array_equal(img, data.image(by_id.loc[sid].rename(sid)))
+    assert data.images_of(data.lookup([], LOOKUP)) == []
+
+
+def test_lookup_and_images_of_name_what_is_wrong(tmp_path):
+    from augdag.errors import DataError
+
+    imgs, m = _stage_of_ten(tmp_path)
+    data = StageData(tmp_path)
+    with pytest.raises(DataError, match=r"no row for sample id\(s\) 'nope'"):
+        data.lookup(["s1", "nope"], LOOKUP)
+    rows = data.lookup(["s1", "s6"], LOOKUP)
+    for column, value, match in [("index", 9, r"sample 's6' points at index 9 of .*, which holds 4 images"),
+                                 ("index", -1, r"sample 's6' points at index -1"),
+                                 ("height", 4, r"sample 's6' is 4x6x1 in the manifest but 5x6x1 in"),
+                                 ("shard", None, r"sample 's6' has no shard, index or shape")]:
+        bad = {k: v.copy() for k, v in rows.items()}
+        bad[column] = bad[column].astype(object)
+        bad[column][1] = value
+        with pytest.raises(DataError, match=match):
+            data.images_of(bad)
+        if column != "shard":  # image() says the same of the same row
+            r = m.set_index("sample_id").loc["s6"].copy()
+            r[column] = value
+            with pytest.raises(DataError, match=match):
+                data.image(r.rename("s6"))
