@@ -40,6 +40,8 @@ import math
 import numpy as np
 import torch
 
+from augdag import jit
+
 __all__ = ["psnr_batch", "ssim_batch", "WIN_SIZE"]
 
 WIN_SIZE = 7  # skimage's default for the uniform filter
@@ -101,28 +103,15 @@ def _exact_uint8(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# compiled uint8 kernels (numba: imported and compiled on first use, then cached on disk)
-
-_KERNELS: dict = {}
+# compiled uint8 kernels (augdag.jit: numba, compiled on first use, cached on disk)
 
 
-def _kernel(name: str, c: int):
-    """The uint8 kernel `name` ('sse' or 'ssim') for images of c channels.
+@jit.specialised
+def _sse_kernel(c: int):
+    """Per-image sum of squared differences (int64, exact) of c-channel uint8 images, masked pixels only where
+    use_mask."""
 
-    The channel count is a compile-time constant of each kernel (the horizontal window steps by c): a
-    run-time stride made the SSIM pass 2x slower. Kernels release the GIL, so threads run them side by side.
-    """
-    key = (name, c)
-    fn = _KERNELS.get(key)
-    if fn is None:
-        fn = _KERNELS[key] = (_make_sse if name == "sse" else _make_ssim)(c)
-    return fn
-
-
-def _make_sse(c: int):
-    import numba
-
-    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    @jit.njit
     def sse_u8(a, b, mask, use_mask, out):  # pragma: no cover (compiled)
         n, h, w = a.shape[0], a.shape[1], a.shape[2]
         for i in range(n):
@@ -145,10 +134,12 @@ def _make_sse(c: int):
     return sse_u8
 
 
-def _make_ssim(c: int):
-    import numba
+@jit.specialised
+def _ssim_kernel(c: int):
+    """SSIM of c-channel uint8 images in one pass per image (the channel count is a compile-time constant: the
+    horizontal window steps by c, and a run-time stride made the pass 2x slower)."""
 
-    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+    @jit.njit
     def ssim_u8(a, b, mask, use_mask, k, out):  # pragma: no cover (compiled)
         """out[i] = the sum over image i's cropped map (masked pixels only, where use_mask) of S / 4.
 
@@ -270,7 +261,7 @@ def psnr_batch(a, b, mask=None, data_range: float = 255.0, cap: float | None = 1
     sse = np.empty(n, dtype=np.float64)
     count = np.full(n, float(h * w * c)) if mask is None else mask.sum(axis=(1, 2)) * float(c)
     if _exact_uint8(a, b) and n:  # integer arithmetic: the sum of squared errors is exact
-        kernel, part = _kernel("sse", c), np.empty(n, np.int64)
+        kernel, part = _sse_kernel(c), np.empty(n, np.int64)
         for s, x, y, m in _u8_batches(a, b, mask, batch_size):
             kernel(x, y, m, mask is not None, part[s:s + len(x)])
         sse[:] = part
@@ -355,7 +346,7 @@ def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, ws: _Wo
           = 4 (P + c1/2)(D - c2/2) / ((Q + c1)(V - c2)),
         P = sx sy, Q = sx^2 + sy^2, D = P - NP sxy, V = Q - NP (sxx + syy),
         c1 = C1 NP^2, c2 = C2 NP (NP - 1).
-    The uint8 kernel (_make_ssim) forms the same four factors, with P, Q, D and V exact in int32
+    The uint8 kernel (_ssim_kernel) forms the same four factors, with P, Q, D and V exact in int32
     (|.| <= 2 * 49^2 * 255^2 < 2^31), so the cancellation in D and V, which is where floating point
     loses digits, costs nothing; each factor is then rounded once to float32 (relative error 6e-8).
     """
@@ -415,7 +406,7 @@ def ssim_batch(a, b, mask=None, data_range: float = 255.0, batch_size: int = 102
         count = crop_mask.sum(axis=(1, 2)) * float(c)
     if _exact_uint8(a, b):
         if n:
-            kernel, consts = _kernel("ssim", c), _u8_consts(data_range)
+            kernel, consts = _ssim_kernel(c), _u8_consts(data_range)
             for s, x, y, m in _u8_batches(a, b, mask, batch_size):
                 kernel(x, y, m, mask is not None, consts, totals[s:s + len(x)])
     else:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from augdag import ops
 from augdag.params import OpsParams
@@ -145,3 +146,92 @@ def test_rotation_and_affine_match_torchvisions_kernel_to_one_level(size, channe
             assert d.max() <= 1, p
             differ, total = differ + int((d > 0).sum()), total + d.size
     assert differ / total < 1e-3, (differ, total)
+
+
+# --- the compiled kernels ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batch_conversions_give_to_tensor_and_to_uint8_bytes_for_every_value(channels):
+    values = np.arange(256, dtype=np.uint8)
+    images = np.stack([np.roll(values, k) for k in range(channels * 4)], -1).reshape(4, 16, 16, channels)
+    planes = ops._to_planes(images)
+    assert planes.dtype == torch.float32 and planes.shape == (4, channels, 16, 16)
+    for img, t in zip(images, planes):
+        assert torch.equal(t, ops.to_tensor(img))
+    g = torch.Generator().manual_seed(0)
+    floats = torch.rand(6, channels, 20, 24, generator=g) * 1.4 - 0.2  # out of range too: clipped
+    floats[0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255, 254.5 / 255])  # halves: to even
+    pixels = ops._to_pixels(floats)
+    assert pixels.dtype == np.uint8 and pixels.shape == (6, 20, 24, channels)
+    for px, t in zip(pixels, floats):
+        np.testing.assert_array_equal(px, ops.to_uint8(t))
+
+
+@pytest.mark.parametrize("size,channels,n", [(28, 1, 200), (28, 3, 100), (224, 3, 4)])
+def test_color_jitter_matches_torchvisions_functions_to_one_level(size, channels, n):
+    from torchvision.transforms.v2 import functional as F
+
+    g = np.random.default_rng(size + channels)
+    images = (g.random((n, size, size, channels)) * 255).astype(np.uint8)
+    ps = [{"brightness": float(b), "contrast": float(c), "saturation": float(s)}
+          for b, c, s in g.uniform(0.5, 1.6, (n, 3))]
+    differ = total = 0
+    for img, p in zip(images, ps):
+        t = ops.to_tensor(img)
+        ref = F.adjust_contrast(F.adjust_brightness(t, p["brightness"]), p["contrast"])
+        ref = F.adjust_saturation(ref, p["saturation"])  # a no-op on one channel, as ops
+        got = ops.apply(img, [{"op": "color_jitter", **p}])
+        d = np.abs(got.astype(int) - ops.to_uint8(ref).astype(int))
+        assert d.max() <= 1, p
+        differ, total = differ + int((d > 0).sum()), total + d.size
+        assert not np.array_equal(got, img)
+    assert differ / total < 1e-3, (differ, total)
+
+
+def test_color_jitter_refuses_what_torchvision_refuses():
+    img = image(3)
+    for key, value in (("brightness", -0.1), ("contrast", float("nan")), ("saturation", -2.0)):
+        p = {"op": "color_jitter", "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, key: value}
+        with pytest.raises(ValueError, match=f"color_jitter: {key} factor .* is not a non-negative number"):
+            ops.apply(img, [p])
+    with pytest.raises(ValueError, match="1 or 3 channels, not 2"):
+        ops.apply_batch(np.zeros((1, 8, 8, 2), np.uint8),
+                        [[{"op": "color_jitter", "brightness": 1.1, "contrast": 1.0, "saturation": 1.0}]])
+
+
+def test_warp_grid_and_fill_mask_are_torchvisions_formulation():
+    """The kernel forms the grid with torch's elementwise float32 operations (bit for bit) and the fill mask as
+    grid_sample resamples a plane of ones (to 1 ulp: grid_sample fuses a multiply-add where its CPU build does)."""
+    g = np.random.default_rng(3)
+    for h, w in [(28, 28), (37, 50), (224, 224)]:
+        n = 5
+        mats = [ops._tvg._get_inverse_affine_matrix([0.0, 0.0], float(g.uniform(-30, 30)),
+                                                    [float(g.integers(-4, 5)), float(g.integers(-4, 5))],
+                                                    float(g.uniform(0.8, 1.25)), [0.0, 0.0]) for _ in range(n)]
+        xs, ys = (torch.from_numpy(a) for a in ops._centres(h, w))
+        m = torch.tensor(mats, dtype=torch.float32).reshape(n, 2, 3, 1, 1)
+        scale = torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32).view(1, 2, 1, 1)
+        ref_grid = (xs * m[:, :, 0]).add_(ys * m[:, :, 1]).add_(m[:, :, 2]).div_(scale).permute(0, 2, 3, 1)
+        ref_mask = torch.nn.functional.grid_sample(torch.ones(n, 1, h, w), ref_grid, mode="bilinear",
+                                                   padding_mode="zeros", align_corners=False)
+        grid, mask = np.empty((n, h, w, 2), np.float32), np.empty((n, 1, h, w), np.float32)
+        ops._grid_kernel()(np.asarray(mats, np.float32), *ops._centres(h, w), grid, mask)
+        np.testing.assert_array_equal(grid, ref_grid.numpy())
+        np.testing.assert_allclose(mask, ref_mask.numpy(), rtol=0, atol=1.2e-7)
+        assert 0 < (mask == 0).sum() and (mask == 1).sum() > mask.size // 2  # fill and frame both present
+
+
+def test_apply_batch_from_concurrent_threads_gives_the_same_bytes():
+    """The kernels release the GIL: a stage's worker threads apply chunks side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = OpsParams(**{name: {"p": 0.5} for name in OpsParams.model_fields})
+    g = np.random.default_rng(9)
+    images = (g.random((64, 40, 40, 3)) * 255).astype(np.uint8)
+    applied = [ops.make_params(cfg, derive_seed(9, "t", i), 40, 40) for i in range(64)]
+    alone = [ops.apply_batch(images[i::4], applied[i::4]) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: ops.apply_batch(images[i::4], applied[i::4]), range(4)))
+    for x, y in zip(alone, together):
+        np.testing.assert_array_equal(x, y)

@@ -250,7 +250,8 @@ def _augdag_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
 
 
 @pytest.mark.parametrize("stage, computes", [("quality", ["augdag/gate.py", "augdag/features.py"]),
-                                             ("generative", ["augdag/features.py", "augdag/generative.py"])])
+                                             ("generative", ["augdag/features.py", "augdag/generative.py"]),
+                                             ("traditional", ["augdag/ops.py"])])
 def test_a_stage_depends_on_the_modules_that_compute_its_scores(stage, computes):
     """The gate replays each sample's ops for its fill mask, and the reference classifier's backbone comes from
     augdag/models.py: when ops.py or models.py was missing from quality's deps, a change to them left `dvc repro`
