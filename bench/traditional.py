@@ -45,6 +45,9 @@ objects alive after the imports are left out of the GC's full collections. Each 
 them all (0.5 s) and fell inside whichever row was running when the garbage of all rows reached its
 threshold, so a row's repeats spread up to 2x (0.65-1.34 s per 5,000 at 28x28 for augdag's before).
 
+glibc's allocator is set up as the `augdag` command sets it for every stage (augdag.env.tune_malloc: freed
+memory kept for reuse), for every row alike; AUGDAG_MALLOC=default leaves it alone.
+
 Threads: torch's intra-op threads are set to `--threads` (default 1) for every row, and OpenCV's
 (Albumentations' backend) to the same with cv2.setNumThreads; the per-image loops and the augdag
 rows run in one Python thread unless `--workers N` (augdag rows only: chunks through a thread pool,
@@ -71,9 +74,10 @@ import numpy as np
 import torch
 
 from _util import REPO, chunk_kw, load, machine_line, median, spread
-from augdag.env import frozen_heap, set_offline
+from augdag.env import frozen_heap, set_offline, tune_malloc
 
 set_offline()
+MALLOC_TUNED = tune_malloc()  # as the augdag command (every stage) does: all rows, the baselines too
 
 from augdag import storage  # noqa: E402
 from augdag.params import OpsParams, Params, dotted_to_nested, load_params  # noqa: E402
@@ -248,7 +252,8 @@ def main(argv=None):
 
     print(machine_line())
     print(f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads, {torch.get_num_interop_threads()} "
-          f"inter-op), torchvision {torchvision.__version__}; {albu}; numpy {np.__version__}")
+          f"inter-op), torchvision {torchvision.__version__}; {albu}; numpy {np.__version__}; "
+          f"malloc {'tuned as the augdag command' if MALLOC_TUNED else 'glibc default'}")
     print(f"median of {args.repeats} repeats (round robin), wall clock; "
           f"ratio = augdag samples/s / baseline samples/s")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="augdag-bench-trad-"))
