@@ -11,6 +11,9 @@ so later processes load it in milliseconds. Every kernel here:
 - uses numpy's error model (a float division by zero gives inf, not a Python exception check in the
   loop, which stops LLVM from vectorising it).
 
+numba keys its cache on the kernel's source file and the constants a closure captures, not on OPTIONS:
+after changing OPTIONS, remove the `*.nbi`/`*.nbc` files under augdag/__pycache__.
+
 `specialised(factory)` builds one kernel per value of its compile-time constants (e.g. the channel count:
 a stride known at compile time made the SSIM pass 2x faster than one read at run time).
 """

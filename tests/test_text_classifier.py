@@ -81,6 +81,9 @@ def test_full_finetune_with_pairs_reduces_loss_and_round_trips(rt, tmp_path):
     assert probs.dtype == np.float64 and probs.shape == (8, 2)
     np.testing.assert_allclose(probs.sum(1), 1.0)
     assert res.model.predict_proba(texts[::-1], batch_size=1)[::-1].tobytes() == probs.tobytes()
+    for part in (slice(2, 5), slice(0, 8, 3), *(slice(i, i + 1) for i in range(8))):  # other neighbours, same bytes
+        assert res.model.predict_proba(texts[part]).tobytes() == probs[part].tobytes(), part
+    assert res.model.predict_proba(texts * 4).tobytes() == np.tile(probs, (4, 1)).tobytes()  # 32 rows
 
     res.model.save(tmp_path / "clf")
     assert {"model.safetensors", "classifier.json", "tokenizer.json"} <= {p.name for p in (tmp_path / "clf").iterdir()}

@@ -179,7 +179,9 @@ class TextClassifier(nn.Module):
         was = self.training
         self.eval()
         try:
-            logits = self.head(self.pooled_unpadded(texts, batch_size))
+            pooled = self.pooled_unpadded(texts, batch_size)
+            # one row a product: a GEMM's rows depend on its row count (see augdag.text.encoder's note)
+            logits = torch.cat([self.head(pooled[i:i + 1]) for i in range(len(pooled))])
         finally:
             self.train(was)
         return torch.softmax(logits.double(), dim=1).numpy()

@@ -8,11 +8,15 @@ Normalize); it matches ``SentenceTransformer.encode`` to about 1e-7.
 
 Batch independence. Padding changes a text's embedding by float noise (observed up to 1.2e-7 in
 max |diff| with sdpa attention), and that noise would make gate scores depend on which texts
-happened to share a batch. ``embed`` therefore never pads: it groups texts by their exact token
-count and runs each group in chunks of at most ``batch_size`` rows of equal length. The bytes of a
-text's embedding then do not depend on the batch size, on the other texts, or on their order
-(checked on 300 Rotten Tomatoes snippets: identical bytes for batch sizes 1, 7, 8 and 64, and for
-1 and 2 torch threads). Other CPU kinds or BLAS builds may differ in the last bits.
+happened to share a batch. ``embed`` therefore never pads, and it runs every text on its own: the
+rows of a matrix product are not independent of how many rows it has either, since MKL picks its
+GEMM kernel by the row count (on an Intel Xeon with AVX-512, 2026-12-04: the query projection of a
+10-token text differed in the last bits when a second 10-token text shared the call; 20 of 76 such
+pairs of sizes differed for a plain 384 x 384 Linear; on the AMD EPYC used before it had not shown).
+Texts are still tokenised ``batch_size`` at a time, grouped by token count (``length_groups``); the
+bytes of a text's embedding do not depend on the batch size, on the other texts, or on their order.
+Running texts one by one cost 2x here (300 snippets: 2.5 s against 1.3 s in batches of 64). Other
+CPU kinds or BLAS builds may differ in the last bits.
 
 The loaded model is cached per process and path (``load``); callers that train must copy it
 (``fresh_model``).
@@ -142,9 +146,11 @@ def pooled_unpadded(model, tokenizer, texts: Sequence[str], batch_size: int, max
     out = torch.zeros(len(texts), hidden, dtype=torch.float32)
     with torch.no_grad():
         for rows, input_ids in length_groups(tokenizer, texts, max_length, batch_size):
-            mask = torch.ones_like(input_ids)
-            h = model(input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            out[rows] = mean_pool(h, mask).float()
+            for row, ids in zip(rows, input_ids):  # one text a call: see the module note
+                ids = ids[None]
+                mask = torch.ones_like(ids)
+                h = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+                out[row] = mean_pool(h, mask)[0].float()
     return out
 
 
