@@ -350,8 +350,7 @@ def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, ws: _Wo
     (|.| <= 2 * 49^2 * 255^2 < 2^31), so the cancellation in D and V, which is where floating point
     loses digits, costs nothing; each factor is then rounded once to float32 (relative error 6e-8).
     """
-    c1 = (_K1 * data_range) ** 2 * _NP * _NP
-    c2 = (_K2 * data_range) ** 2 * _NP * (_NP - 1)
+    c1, c2 = _ssim_constants(data_range)
     dt = torch.float64
     maps = ws.get("maps", (4,) + tuple(x.shape), dt)
     xi, yi, sq, xy = maps.unbind(0)
@@ -415,10 +414,14 @@ def ssim_batch(a, b, mask=None, data_range: float = 255.0, batch_size: int = 102
         return np.where(count > 0, 4.0 * totals / np.maximum(count, 1), np.nan)
 
 
+def _ssim_constants(data_range: float) -> tuple[float, float]:
+    """c1 = C1 NP^2 and c2 = C2 NP (NP - 1) of _ssim_map_chunk's algebra."""
+    return (_K1 * data_range) ** 2 * _NP * _NP, (_K2 * data_range) ** 2 * _NP * (_NP - 1)
+
+
 def _u8_consts(data_range: float) -> np.ndarray:
-    """(c1/2, -c2/2, c1, -c2) of _ssim_map_chunk's algebra, rounded to float32 for the uint8 kernel."""
-    c1 = (_K1 * data_range) ** 2 * _NP * _NP
-    c2 = (_K2 * data_range) ** 2 * _NP * (_NP - 1)
+    """(c1/2, -c2/2, c1, -c2), rounded to float32 for the uint8 kernel."""
+    c1, c2 = _ssim_constants(data_range)
     return np.array([c1 / 2, -c2 / 2, c1, -c2], dtype=np.float32)
 
 

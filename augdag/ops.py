@@ -132,9 +132,14 @@ def _to_planes(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _float32_array(t: torch.Tensor) -> np.ndarray:
+    """A kernel's input: the tensor's values as a C-contiguous float32 array (a view where they already are)."""
+    return t.detach().to(torch.float32).contiguous().numpy()
+
+
 def _to_pixels(t: torch.Tensor) -> np.ndarray:
     """N x C x H x W float tensor -> N x H x W x C uint8 (to_uint8's bytes)."""
-    x = t.detach().to(torch.float32).contiguous().numpy()
+    x = _float32_array(t)
     out = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), np.uint8)
     _to_pixels_kernel(x.shape[1])(x, out)
     return out
@@ -345,10 +350,11 @@ class ColorJitter(_Batched):
         if c not in (1, 3):
             raise ValueError(f"color_jitter takes images of 1 or 3 channels, not {c}")
         factors = np.array([[p[k] for k in self.FACTORS] for p in ps], dtype=np.float64).reshape(len(ps), 3)
-        if not (np.isfinite(factors).all() and (factors >= 0).all()):
-            i, j = np.argwhere(~(np.isfinite(factors) & (factors >= 0)))[0]
+        bad = ~(np.isfinite(factors) & (factors >= 0))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
             raise ValueError(f"color_jitter: {self.FACTORS[j]} factor {factors[i, j]!r} is not a non-negative number")
-        x = t.detach().to(torch.float32).contiguous().numpy()
+        x = _float32_array(t)
         out = np.empty_like(x)
         _jitter_kernel(c)(x, factors, out)
         return torch.from_numpy(out)
@@ -472,7 +478,6 @@ def apply_batch(images: np.ndarray, applied: list[list[dict]]) -> np.ndarray:
             for k, name in enumerate(names):
                 op, ps = OPS[name], [applied[i][k] for i in batched]
                 batch_fn = getattr(op, "apply_batch", None)
-                result = batch_fn(t, ps) if batch_fn is not None else None
-                t = result if result is not None else torch.stack([op.apply(img, p) for img, p in zip(t, ps)])
+                t = batch_fn(t, ps) if batch_fn is not None else torch.stack([op.apply(img, p) for img, p in zip(t, ps)])
             out[batched] = _to_pixels(t)
     return out

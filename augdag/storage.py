@@ -557,6 +557,9 @@ _SHARED: dict[tuple, "StageData"] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+_NO_PLACE = "has no shard, index or shape"
+
+
 class StageData:
     """Read access to one stage output folder."""
 
@@ -630,21 +633,31 @@ class StageData:
                             f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
         return a
 
+    def _bad_row(self, sid, problem: str) -> DataError:
+        """image()'s and images_of()'s error for sample `sid`: 'has no shard, ...', 'points at index ...'."""
+        return DataError(f"{self.folder / MANIFEST}: sample {sid!r} {problem}")
+
+    @staticmethod
+    def _out_of_range(i, shard: str, n: int) -> str:
+        return f"points at index {i} of {shard}, which holds {n} images"
+
+    @staticmethod
+    def _wrong_shape(want, got, shard: str) -> str:
+        return f"is {'x'.join(map(str, want))} in the manifest but {'x'.join(map(str, got))} in {shard}"
+
     def image(self, r) -> np.ndarray:
         sid = r.get("sample_id", getattr(r, "name", None))
         where = (r.get("shard"), r.get("index"), r.get("height"), r.get("width"), r.get("channels"))
         if any(v is None or v is pd.NA for v in where):
-            raise DataError(f"{self.folder / MANIFEST}: sample {sid!r} has no shard, index or shape")
+            raise self._bad_row(sid, _NO_PLACE)
         a = self.shard(where[0])
         i = int(where[1])
         if not 0 <= i < len(a):
-            raise DataError(f"{self.folder / MANIFEST}: sample {sid!r} points at index {i} of {where[0]}, "
-                            f"which holds {len(a)} images")
+            raise self._bad_row(sid, self._out_of_range(i, where[0], len(a)))
         img = np.asarray(a[i])
         want = tuple(int(v) for v in where[2:])
         if img.shape != want:
-            raise DataError(f"{self.folder / MANIFEST}: sample {sid!r} is {'x'.join(map(str, want))} in the manifest "
-                            f"but {'x'.join(map(str, img.shape))} in {where[0]}")
+            raise self._bad_row(sid, self._wrong_shape(want, img.shape, where[0]))
         return img
 
     def images(self, rows: pd.DataFrame) -> np.ndarray:
@@ -682,19 +695,16 @@ class StageData:
         for name, ks in groups.items():
             bad = [k for k in ks if name is None or name is pd.NA or pd.isna(where[k]) or pd.isna(shape[k]).any()]
             if bad:
-                raise DataError(f"{self.folder / MANIFEST}: sample {ids[bad[0]]!r} has no shard, index or shape")
+                raise self._bad_row(ids[bad[0]], _NO_PLACE)
             a = self.shard(name)
             i = np.asarray(where[ks], dtype=np.int64)
             off = np.flatnonzero((i < 0) | (i >= len(a)))
             if len(off):
-                raise DataError(f"{self.folder / MANIFEST}: sample {ids[ks[off[0]]]!r} points at index {i[off[0]]} "
-                                f"of {name}, which holds {len(a)} images")
+                raise self._bad_row(ids[ks[off[0]]], self._out_of_range(i[off[0]], name, len(a)))
             want = shape[ks].astype(np.int64)
             wrong = np.flatnonzero((want != np.asarray(a.shape[1:])).any(axis=1))
             if len(wrong):
-                k = ks[wrong[0]]
-                raise DataError(f"{self.folder / MANIFEST}: sample {ids[k]!r} is {'x'.join(map(str, want[wrong[0]]))} "
-                                f"in the manifest but {'x'.join(map(str, a.shape[1:]))} in {name}")
+                raise self._bad_row(ids[ks[wrong[0]]], self._wrong_shape(want[wrong[0]], a.shape[1:], name))
             block = a[i]  # one copy for the shard's images of this call
             for j, k in enumerate(ks):
                 out[k] = block[j]
