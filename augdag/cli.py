@@ -144,15 +144,15 @@ def _dispatch(args, root: Path) -> int:
                 summary = run_stage(args.name, params, root, mapper=pool.map, chunk_size=params.runner.chunk_size)
         print(json.dumps(summary, sort_keys=True))
         return 0
-    from augdag import lineage
+    from augdag import tasks
 
     if args.cmd == "lineage":
-        rows = lineage.chain(root, args.sample_id)
+        rows = tasks.chain(root, args.sample_id)
         print(json.dumps(rows, indent=2)) if args.json else _print_lineage(rows)
         return 0
     if args.cmd == "replay":
         params = load_params(root / "params.yaml")
-        res = lineage.replay(root, args.sample_id, params)
+        res = tasks.replay(root, args.sample_id, params)
         if args.json:
             print(json.dumps(res, indent=2))
         else:

@@ -124,10 +124,9 @@ def params_hash(params: Params) -> str:
 
 @functools.cache
 def _suite_modes() -> dict[str, str]:
-    from augdag import gx
-    from augdag.tasks.quality import EXPECTATIONS, GATE_SUITES
+    from augdag import checks
 
-    return {k: v for s in GATE_SUITES for k, v in gx.default_modes(EXPECTATIONS / s).items()}
+    return checks.default_modes()
 
 
 # --- running --------------------------------------------------------------------------------------

@@ -40,11 +40,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from augdag.errors import DataError, ModelError
 from augdag.log import logger
+from augdag.params import GeneratorConfig
 from augdag.seeding import generators
 
 META_KEY = "augdag_generator"
@@ -52,19 +52,6 @@ KIND = "cvae"
 FORMAT_VERSION = 1
 MIN_SIZE, MAX_SIZE = 8, 256
 MAX_CLASSES = 1000
-
-
-class GeneratorConfig(BaseModel):
-    """Hyperparameters of the conditional VAE (params.yaml: generative.model)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    latent_dim: int = Field(default=16, ge=2, le=512, description="size of the latent vector z")
-    width: int = Field(default=32, ge=4, le=256, description="channels of the first conv layer (the second has 2x)")
-    steps: int = Field(default=1500, ge=1, le=1_000_000, description="optimiser steps")
-    batch_size: int = Field(default=64, ge=2, le=4096, description="images per step (drawn with replacement)")
-    lr: float = Field(default=2e-3, gt=0.0, le=1.0, description="Adam learning rate")
-    beta: float = Field(default=1.0, ge=0.0, le=100.0, description="weight of the KL term")
 
 
 def _padded(size: int) -> int:

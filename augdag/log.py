@@ -16,7 +16,7 @@ if not _std.handlers:
 
 def logger():
     try:
-        from prefect.context import TaskRunContext, FlowRunContext
+        from prefect.context import FlowRunContext, TaskRunContext
         from prefect.logging import get_run_logger
 
         if TaskRunContext.get() or FlowRunContext.get():

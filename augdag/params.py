@@ -15,7 +15,6 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from augdag.errors import ParamsError
-from augdag.generative import GeneratorConfig
 from augdag.text.params import TextParams
 
 BRANCHES = ("traditional", "mix", "generative")
@@ -169,6 +168,20 @@ class DiffusersParams(_Strict):
     path: str | None = Field(default=None, description="the model folder; nothing is downloaded")
     inference_steps: int = Field(default=50, ge=1, le=1000, description="DDIM steps per sample")
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="cpu, cuda, cuda:N or mps")
+
+
+# augdag/generative.py trains with it; it lives here, not beside the model, so that reading params imports no torch
+class GeneratorConfig(BaseModel):
+    """Hyperparameters of the conditional VAE (params.yaml: generative.model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latent_dim: int = Field(default=16, ge=2, le=512, description="size of the latent vector z")
+    width: int = Field(default=32, ge=4, le=256, description="channels of the first conv layer (the second has 2x)")
+    steps: int = Field(default=1500, ge=1, le=1_000_000, description="optimiser steps")
+    batch_size: int = Field(default=64, ge=2, le=4096, description="images per step (drawn with replacement)")
+    lr: float = Field(default=2e-3, gt=0.0, le=1.0, description="Adam learning rate")
+    beta: float = Field(default=1.0, ge=0.0, le=100.0, description="weight of the KL term")
 
 
 class GenerativeParams(_Strict):

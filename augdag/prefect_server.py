@@ -28,6 +28,7 @@ from pathlib import Path
 
 from augdag.errors import AugdagError
 
+
 def local_host(host: str) -> str:
     """Where this machine reaches a server bound to `host`."""
     if host in ("0.0.0.0", ""):

@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _util import REPO, fmt_bytes, load, machine_line, make_project, median, sh, spread
 
 

@@ -24,11 +24,10 @@ import time
 
 import numpy as np
 import torch
+from _util import cpu_model  # noqa: E402  (bench/ is sys.path[0] when a script runs)
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from augdag.imquality import psnr_batch, ssim_batch
-
-from _util import cpu_model  # noqa: E402  (bench/ is sys.path[0] when a script runs)
 
 CASES = [(1000, 28, 28, 1), (5000, 28, 28, 1), (200, 224, 224, 3)]
 TARGET = 10.0

@@ -54,10 +54,10 @@ def child(root: Path, n_per_class: int, extra: list[str], workers: int, result: 
     import logging
     from concurrent.futures import ThreadPoolExecutor
 
+    import torch  # noqa: F401  (imported by the stages anyway; counted in the after-import level)
+
     from augdag.params import deep_merge, dotted_to_nested, load_params
     from augdag.tasks import run_stage
-
-    import torch  # noqa: F401  (imported by the stages anyway; counted in the after-import level)
 
     logging.getLogger("augdag").setLevel(logging.INFO if verbose else logging.WARNING)
     overrides = deep_merge(dotted_to_nested(list(PINNED) + list(extra)),

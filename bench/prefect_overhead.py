@@ -58,7 +58,6 @@ T_START = time.perf_counter()
 
 from _util import chunk_kw, env, load, machine_line, make_project, median, spread  # noqa: E402
 
-
 # The warm-up run's params, on top of --set: a tiny run of the same stages.
 WARMUP = ["ingest.n_per_class=2", "ingest.n_val_per_class=1", "ingest.n_test_per_class=3",
           "generative.model.steps=5", "generative.model.batch_size=8", "finetune.steps=3", "finetune.batch_size=8",

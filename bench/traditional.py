@@ -72,8 +72,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _util import REPO, chunk_kw, load, machine_line, median, spread
+
 from augdag.env import frozen_heap, set_offline, tune_malloc
 
 set_offline()

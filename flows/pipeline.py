@@ -88,7 +88,7 @@ def _text_samples(name: str, root: Path) -> None:
     """Modality text: a branch's first variants beside their sources, changes marked (`augdag-<branch>-samples`)."""
     if name not in SOURCES[1:]:
         return
-    from augdag.tasks.text import samples_markdown
+    from augdag.tasks.report.text import samples_markdown
 
     md = samples_markdown(root, name)
     if md:

@@ -33,8 +33,7 @@ from prefect import flow  # noqa: E402
 from augdag import compare  # noqa: E402
 from augdag.errors import AugdagError, ParamsError  # noqa: E402
 from augdag.params import BRANCHES, BranchThresholds, Params  # noqa: E402
-from augdag.prefect_server import (api_url, die_with_parent, port_free, startup_timeout,  # noqa: E402
-                                   stop_server, wait_healthy)
+from augdag.prefect_server import api_url, die_with_parent, port_free, startup_timeout, stop_server, wait_healthy  # noqa: E402
 
 PIPELINE_DEPLOYMENT = "augdag-ui-pipeline/local"
 COMPARE_DEPLOYMENT = "augdag-ui-compare/local"

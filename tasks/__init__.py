@@ -1,49 +1,87 @@
-"""Stage code: one module per node of the graph. Each exposes `run(params, root, **runtime) -> summary`.
+"""The DAG's stages: one package (or module) per node of the graph, declared here once.
 
-The same functions are reached from `dvc repro` (through `augdag stage NAME`) and from the Prefect flow.
+Each stage package `augdag.tasks.<name>` holds the stage on images in its `__init__` and on texts in its
+`text` module, each with `run(params, root, **runtime) -> summary`; the stages that produce samples also
+have `replay(root, row, params) -> {"replayed_hash", ...}`. The same `run` is reached from `dvc repro`
+(dvc.yaml's `augdag stage NAME`) and from the Prefect flow; tests/test_dag.py checks dvc.yaml against
+`DAG` and every stage's code deps against what it imports.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate", "report"]
+from augdag.layout import EXPECTATIONS, out_dir
 
-UPSTREAM = {
-    "ingest": [],
-    "strategy": ["ingest"],
-    "traditional": ["strategy"],
-    "mix": ["strategy"],
-    "generative": ["strategy"],
-    "quality": ["traditional", "mix", "generative"],
-    "merge": ["quality"],
-    "finetune": ["merge"],
-    "evaluate": ["finetune"],
-    "report": ["evaluate"],
-}
+__all__ = ["DAG", "EXPECTATIONS", "SAMPLE_STAGES", "STAGES", "UPSTREAM", "Stage", "chain", "find", "is_text_run", "module",
+           "out_dir", "replay", "run_stage"]
 
 
-def out_dir(root: Path, stage: str) -> Path:
-    return Path(root) / "data" / stage
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    upstream: tuple[str, ...]  # the stages whose outputs it reads first-hand (earlier ones it may read too)
+    samples: bool = False  # its manifest holds samples of its own (lineage searches these, in DAG order)
+    text: bool = True  # it has a text version (tasks/<name>/text.py); strategy serves both modalities
 
 
-def run_stage(name: str, params, root: Path, **runtime) -> dict:
-    import importlib
+DAG: tuple[Stage, ...] = (
+    Stage("ingest", (), samples=True),
+    Stage("strategy", ("ingest",), text=False),
+    Stage("traditional", ("strategy",), samples=True),
+    Stage("mix", ("strategy",), samples=True),
+    Stage("generative", ("strategy",), samples=True),
+    Stage("quality", ("traditional", "mix", "generative")),
+    Stage("merge", ("quality",)),
+    Stage("finetune", ("merge",)),
+    Stage("evaluate", ("finetune",)),
+    Stage("report", ("evaluate",)),
+)
+BY_NAME = {s.name: s for s in DAG}
+STAGES = [s.name for s in DAG]
+UPSTREAM = {s.name: list(s.upstream) for s in DAG}
+SAMPLE_STAGES = tuple(s.name for s in DAG if s.samples)
 
-    if name not in STAGES:
+
+def _stage(name: str) -> Stage:
+    if name not in BY_NAME:
         from augdag.errors import AugdagError
 
         raise AugdagError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+    return BY_NAME[name]
+
+
+# What the text stages import: the `text` extra (pip install 'augdag[text]'; make setup installs it).
+TEXT_EXTRA = ("nltk", "spacy", "sentencepiece")
+
+
+def module(name: str, modality: str = "image") -> ModuleType:
+    """The code of stage `name` for `modality` (image or text)."""
+    stage = _stage(name)
+    if modality == "text" and stage.text:
+        missing = [m for m in TEXT_EXTRA if importlib.util.find_spec(m) is None]
+        if missing:
+            from augdag.errors import AugdagError
+
+            raise AugdagError(f"modality: text needs the text extra, and {', '.join(missing)} is not installed: "
+                              "pip install 'augdag[text]' (make setup installs it)")
+    return importlib.import_module(f"augdag.tasks.{name}" + (".text" if modality == "text" and stage.text else ""))
+
+
+def run_stage(name: str, params, root: Path, **runtime) -> dict:
     import time
 
     from augdag.env import frozen_heap, release_free_memory
 
-    text = getattr(params, "modality", "image") == "text" and name != "strategy"  # strategy serves both
-    module = importlib.import_module("augdag.tasks.text" if text else f"augdag.tasks.{name}")
+    code = module(name, getattr(params, "modality", "image"))
     t0 = time.monotonic()
     try:
         with frozen_heap():
-            summary = module.run(name, params, Path(root)) if text else module.run(params, Path(root), **runtime)
+            summary = code.run(params, Path(root), **runtime)
     except BaseException as err:
         _record_timing(Path(root), name, time.monotonic() - t0, f"{type(err).__name__}: {err}")
         raise
@@ -51,6 +89,38 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
         release_free_memory()
     _record_timing(Path(root), name, time.monotonic() - t0, None)
     return summary
+
+
+def find(root: Path, sample_id: str) -> tuple[str, dict]:
+    """(stage, manifest row) of a sample in the outputs of the stages that produce samples."""
+    from augdag import lineage
+
+    return lineage.find(root, sample_id, SAMPLE_STAGES)
+
+
+def chain(root: Path, sample_id: str) -> list[dict]:
+    """The sample, then its parents, back to the raw rows."""
+    from augdag import lineage
+
+    return lineage.chain(root, sample_id, SAMPLE_STAGES)
+
+
+def replay(root: Path, sample_id: str, params=None) -> dict:
+    """Regenerate a sample through its stage's `replay` and compare content hashes. With `params`, also
+    re-draw its record from its seed and say whether the current params draw the same one."""
+    stage, r = find(root, sample_id)
+    result = {"sample_id": sample_id, "stage": stage, "recorded_hash": r["content_hash"]}
+    result.update(module(stage, "text" if is_text_run(root) else "image").replay(root, r, params))
+    result["match"] = result["replayed_hash"] == result["recorded_hash"] == result.get("stored_hash",
+                                                                                        result["recorded_hash"])
+    return result
+
+
+def is_text_run(root: Path) -> bool:
+    """Whether the project's ingest output holds texts (its summary says so)."""
+    from augdag.storage import try_read_json
+
+    return (try_read_json(out_dir(root, "ingest") / "summary.json") or {}).get("modality") == "text"
 
 
 def _record_timing(root: Path, name: str, seconds: float, error: str | None) -> None:

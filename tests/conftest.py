@@ -1,74 +1,11 @@
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+"""Fixtures only; shared helpers live in tests/helpers.py (import them from there)."""
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from augdag.env import set_offline
+from helpers import SMALL
 
 set_offline()
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-# What a stage's cmd and deps need, copied into a scratch project so tests never touch the repo's data/.
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "tasks", "augdag", "expectations", "flows", ".dvcignore"]
-
-SMALL = {
-    "ingest": {"n_per_class": 2, "n_val_per_class": 1, "n_test_per_class": 3},
-    "strategy": {"mix": {"enabled": True, "multiplier": 1}, "generative": {"enabled": True, "multiplier": 1}},
-    "generative": {"model": {"steps": 5, "batch_size": 8, "width": 8, "latent_dim": 4}},
-    "finetune": {"steps": 3, "batch_size": 7, "image_size": 32, "eval_every": 2, "online_mix": {"enabled": True}},
-    "report": {"grid_samples": 4},
-}
-
-
-def run(cmd, cwd, check=True, env=None, **kw):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def make_project(dest: Path, overrides: dict | None = None) -> Path:
-    """A scratch copy of the project (git + dvc initialised), params merged with `overrides`."""
-    import yaml
-
-    from augdag.params import deep_merge
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, overrides or {}), sort_keys=False))
-    run(["git", "init", "-q"], dest)
-    run(["dvc", "init", "-q"], dest)
-    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's plot templates
-    run(["dvc", "config", "core.analytics", "false"], dest)
-    run(["dvc", "config", "core.check_update", "false"], dest)
-    return dest
-
-
-def image_folder(root: Path, classes=("circle", "square", "bar"), per_class=6, size=20, mode="L") -> Path:
-    """A user-style dataset: one subfolder per class of small real PNG/JPEG images."""
-    rng = np.random.default_rng(0)
-    for ci, name in enumerate(classes):
-        d = root / name
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            a = (rng.random((size + i, size + 2 * i)) * 60).astype(np.uint8)
-            a[size // 4: size // 2 + ci * 3, size // 4: size // 2 + i] = 200 + ci * 20
-            im = Image.fromarray(a).convert(mode)
-            im.save(d / f"img{i:02d}.{'jpg' if i % 3 == 0 else 'png'}")
-    return root
 
 
 @pytest.fixture

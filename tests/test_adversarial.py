@@ -15,7 +15,7 @@ from augdag.errors import ModelError
 from augdag.models import normalize, preprocess, to_unit
 from augdag.params import RobustnessParams, parse_params
 from augdag.tasks import run_stage
-from conftest import SMALL
+from helpers import SMALL
 
 K, S = 3, 8
 

@@ -2,7 +2,7 @@
 
 import yaml
 
-from conftest import make_project, run
+from helpers import make_project, run
 
 TINY = {"ingest": {"n_per_class": 1, "n_val_per_class": 0, "n_test_per_class": 1}}
 

@@ -13,7 +13,7 @@ from scipy import stats
 
 from augdag import compare
 from augdag.params import deep_merge, parse_params
-from conftest import REPO, make_project, run
+from helpers import REPO, make_project, run
 
 # bench/seeds.py's overrides before it became a wrapper over augdag.compare, copied verbatim: every
 # bench name must keep resolving (on params.yaml's defaults) to exactly these params.

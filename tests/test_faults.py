@@ -27,7 +27,7 @@ import yaml
 from augdag import runlock
 from augdag.errors import StorageError
 from augdag.tasks import STAGES
-from conftest import BIN, REPO, image_folder, make_project, run
+from helpers import BIN, REPO, image_folder, make_project, run
 
 # A tiny project: 3 classes x 6 images, 16 px, shards of 2 images (so a stage writes many files), the
 # generative branch off (its cVAE training and Frechet metrics cost a minute per run on this machine; the

@@ -29,7 +29,7 @@ from PIL import Image
 from augdag.errors import AugdagError, DataError, ModelError, ParamsError
 from augdag.params import Params, dotted_to_nested, load_params, parse_params, write_overrides
 from augdag.storage import MANIFEST, SCHEMA, StageData, StageWriter
-from conftest import REPO
+from helpers import REPO
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -230,13 +230,13 @@ def test_manifest_of_random_or_truncated_bytes(tmp_path_factory, data, keep):
 
 
 def test_lineage_reads_manifests_through_the_same_checks(tmp_path):
-    from augdag import lineage
+    from augdag import tasks
 
     folder = tmp_path / "data" / "ingest"
     _stage_folder(folder)
     (folder / MANIFEST).write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match=str(folder / MANIFEST)):
-        lineage.find(tmp_path, "s1")
+        tasks.find(tmp_path, "s1")
 
 
 # ------------------------------------------------------------------------------ shards (.npy arrays)
@@ -421,7 +421,7 @@ def test_non_utf8_file_and_folder_names_in_a_dataset(tmp_path):
     import os
 
     from augdag.data import scan_folder
-    from conftest import image_folder
+    from helpers import image_folder
 
     src = image_folder(tmp_path / "ds", per_class=2)
     bad = os.path.join(os.fsencode(src / "circle"), b"caf\xe9.png")

@@ -1,4 +1,5 @@
-"""The quality gate: strategy-aware scores, the sliding-window filter, per-check modes, rejected manifest."""
+"""The quality gate: strategy-aware scores, the sliding-window filter, the vectorised row checks, per-check modes,
+rejected manifest."""
 
 import json
 
@@ -6,11 +7,12 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from augdag import gate, gx, ops
-from augdag.errors import ExpectationFailed, ParamsError
+from augdag import checks, gx, ops, scoring
+from augdag.errors import DataError, ExpectationFailed, ParamsError
 from augdag.params import parse_params
 from augdag.storage import read_manifest
 from augdag.tasks import run_stage
+from augdag.tasks.quality import scores as image_scores
 
 
 def _shirt(seed=0, size=28):
@@ -26,7 +28,7 @@ def test_rotated_sample_is_judged_on_content_not_on_rotation():
     applied = [{"op": "rotation", "angle": 12.0}]
     sample = ops.apply(src, applied)
     naive = peak_signal_noise_ratio(src, sample, data_range=255)
-    s = gate.traditional_scores(src[None], sample[None], [applied])
+    s = image_scores.traditional_scores(src[None], sample[None], [applied])
     assert naive < 30, "a direct comparison would reject the rotated sample"
     assert s["psnr"][0] == 100.0 and s["ssim"][0] == pytest.approx(1.0)
     assert 0.7 < s["in_frame"][0] < 1.0  # the corners came from outside the frame
@@ -37,15 +39,15 @@ def test_photometric_damage_after_geometry_is_what_is_scored():
     geo = [{"op": "hflip"}, {"op": "affine", "tx": 2, "ty": -1, "scale": 1.05}]
     noise = [{"op": "gaussian_noise", "std": 0.08, "noise_seed": 7}]
     sample = ops.apply(src, geo + noise)
-    aligned, mask = gate.aligned_source(src, geo + noise)
+    aligned, mask = image_scores.aligned_source(src, geo + noise)
     assert np.array_equal(aligned, ops.apply(src, geo))
-    s = gate.traditional_scores(src[None], sample[None], [geo + noise])
+    s = image_scores.traditional_scores(src[None], sample[None], [geo + noise])
     # equals the masked comparison of the noisy sample with the geometrically aligned source
     err = (sample.astype(float) - aligned.astype(float))[mask]
     assert s["psnr"][0] == pytest.approx(10 * np.log10(255 ** 2 / np.mean(err ** 2)), abs=1e-6)
     assert s["psnr"][0] < 30 and s["ssim"][0] < 0.85
     dark = ops.apply(src, geo + [{"op": "color_jitter", "brightness": 0.4, "contrast": 1.0, "saturation": 1.0}])
-    d = gate.traditional_scores(src[None], dark[None], [geo + [{"op": "color_jitter", "brightness": 0.4,
+    d = image_scores.traditional_scores(src[None], dark[None], [geo + [{"op": "color_jitter", "brightness": 0.4,
                                                                  "contrast": 1.0, "saturation": 1.0}]])
     assert d["psnr"][0] < 20, "an over-dark sample must score low"
     full = structural_similarity(ops.apply(src, geo)[..., 0], dark[..., 0], data_range=255, full=True)[1]
@@ -58,7 +60,7 @@ def test_mix_scores_weight_parents_by_lambda():
     from augdag import mixing
 
     x = mixing.apply(a, b, {"op": "mixup", "lam": 0.8})
-    s = gate.mix_scores(a[None], b[None], x[None], np.array([0.8]))
+    s = image_scores.mix_scores(a[None], b[None], x[None], np.array([0.8]))
     pa = peak_signal_noise_ratio(a, x, data_range=255)
     pb = peak_signal_noise_ratio(b, x, data_range=255)
     assert s["psnr"][0] == pytest.approx(0.8 * pa + 0.2 * pb, abs=1e-3)
@@ -67,12 +69,12 @@ def test_mix_scores_weight_parents_by_lambda():
 def test_label_prob_of_soft_and_hard_labels():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     targets = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
-    assert gate.label_prob(probs, targets) == pytest.approx([0.7, 0.45])
+    assert scoring.label_prob(probs, targets) == pytest.approx([0.7, 0.45])
 
 
 def test_window_z_uses_only_the_previous_window():
     scores = [1.0, 2.0] * 10 + [10.0, np.nan, 1.5]
-    z = gate.window_z(scores, window_size=4, min_history=4)
+    z = scoring.window_z(scores, window_size=4, min_history=4)
     assert np.isnan(z[:4]).all()  # warm-up
     assert z[4] == pytest.approx(-1.0)  # window [1, 2, 1, 2]: mean 1.5, std 0.5
     assert z[20] == pytest.approx(17.0)  # 10 against [1, 2, 1, 2]
@@ -80,8 +82,8 @@ def test_window_z_uses_only_the_previous_window():
     # window [2, 1, 2, 10]: mean 3.75, std 3.49...
     w = np.array([2.0, 1.0, 2.0, 10.0])
     assert z[22] == pytest.approx((1.5 - w.mean()) / w.std())
-    const = gate.window_z([3.0] * 12 + [3.0, 4.0], window_size=100)
-    assert const[12] == 0.0 and const[13] == gate.Z_CAP
+    const = scoring.window_z([3.0] * 12 + [3.0, 4.0], window_size=100)
+    assert const[12] == 0.0 and const[13] == scoring.Z_CAP
 
 
 SMALL = {
@@ -152,6 +154,8 @@ def test_modes_warn_fail_off_and_unknown_names(project):
     assert read_manifest(root / "data" / "quality", "rejected.parquet").empty, "the earlier output stays"
     with pytest.raises(ParamsError, match=r"quality.modes: unknown check name\(s\) \['psnrr'\]"):
         run_stage("quality", _with(over, quality={"modes": {"psnrr": "filter"}}), root)
+    with pytest.raises(ParamsError, match=r"quality.modes.parents_exist = filter: .* picks no rows"):
+        run_stage("quality", _with(over, quality={"modes": {"parents_exist": "filter"}}), root)
     with pytest.raises(ParamsError, match=r"quality.modes.psnr"):
         parse_params({"quality": {"modes": {"psnr": "drop"}}})
 
@@ -180,9 +184,99 @@ def test_merge_checks_class_balance_and_augmented_share(project):
 def test_every_gate_check_name_is_unique_per_suite():
     from augdag.tasks.ingest import EXPECTATIONS
 
-    for suite in ("branch.json", "merged.json", "merged_classes.json", "metrics.json"):
-        names = gx.check_names(EXPECTATIONS / suite)
-        assert len(names) == len(set(names)), suite
+    for gate_ in checks.GATES:
+        names = gate_.check_names()  # raises on a name used by the suite and a row check
+        assert len(names) == len(set(names)), gate_.suite
+    names = gx.check_names(EXPECTATIONS / "metrics.json")
+    assert len(names) == len(set(names))
+    assert [c.name for c in checks.BRANCH.rows] == ["psnr", "ssim", "in_frame", "label_consistency", "outlier"]
+    defaults = checks.default_modes()
+    assert {defaults[c.name] for g in checks.GATES for c in g.rows} == {"filter"}
+    assert defaults["psnr_range"] == "fail" and defaults["augmented_share"] == "warn"
+
+
+GATE_PARAMS = {"label_set": [0, 1, 2], "psnr_min": 30.0, "ssim_min": 0.85, "in_frame_min": 0.9, "label_prob_min": 0.1,
+               "sigma": 2.0}
+
+
+def _scored(n: int = 8):
+    """Branch rows with the gate's score and derived columns, every row passing every check."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "sample_id": [f"~trad/{i:03d}" for i in range(n)], "split": "train", "branch": "traditional", "label": 0,
+        "soft_label": None, "parent_ids": [[f"raw/{i:03d}"] for i in range(n)], "source": None, "op_params": "{}",
+        "seed": list(range(n)), "content_hash": "0" * 64, "shard": "shard-00000.npy", "index": list(range(n)),
+        "height": 28, "width": 28, "channels": 1, "psnr": 40.0, "ssim": 0.95, "in_frame": 1.0, "label_prob": 0.9,
+        "outlier_z": 0.5, "soft_label_sum": 1.0, "parents_in_raw": True})
+
+
+def test_each_filter_check_drops_its_row_and_names_itself():
+    """One row per filter check fails just that check, one fails several, one has only null scores."""
+    df = _scored(8)
+    df.loc[1, "psnr"] = 29.9
+    df.loc[2, "ssim"] = 0.8
+    df.loc[3, "in_frame"] = 0.5
+    df.loc[4, "label_prob"] = 0.05
+    df.loc[5, "outlier_z"] = -2.5
+    df.loc[6, ["psnr", "label_prob", "outlier_z"]] = [10.0, 0.0, 3.0]
+    df.loc[7, ["psnr", "ssim", "in_frame", "label_prob", "outlier_z"]] = float("nan")  # no score: not a failure
+    df.loc[0, ["psnr", "outlier_z"]] = [30.0, 2.0]  # on the threshold: kept
+    result = checks.gate_frame(df, checks.BRANCH, GATE_PARAMS)
+    assert dict(zip(result.rejected.sample_id, result.rejected.gate_reason)) == {
+        "~trad/001": "psnr", "~trad/002": "ssim", "~trad/003": "in_frame", "~trad/004": "label_consistency",
+        "~trad/005": "outlier", "~trad/006": "psnr; label_consistency; outlier"}
+    assert result.kept.sample_id.tolist() == ["~trad/000", "~trad/007"]
+    assert result.rejected.drop(columns="gate_reason").columns.tolist() == df.columns.tolist()
+    assert {n: (c["unexpected_count"], c["element_count"], c["success"]) for n, c in result.checks.items()
+            if n in ("psnr", "outlier", "in_frame")} == {"psnr": (2, 8, False), "in_frame": (1, 8, False),
+                                                         "outlier": (2, 8, False)}
+    # a null threshold turns its check off: the row it alone rejected is kept
+    off = checks.gate_frame(df, checks.BRANCH, {**GATE_PARAMS, "in_frame_min": None, "sigma": None})
+    assert {"~trad/003", "~trad/005"} <= set(off.kept.sample_id)
+    assert off.checks["in_frame"]["mode"] == off.checks["outlier"]["mode"] == "off"
+    assert dict(zip(off.rejected.sample_id, off.rejected.gate_reason))["~trad/006"] == "psnr; label_consistency"
+
+
+def test_row_checks_are_masks_with_nulls_passing():
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, np.nan, -3.0, np.inf], "t": ["ab", "  ", None, "abcd", ""],
+                          "dup": [False, True, None, False, True]})
+    at_least = checks.RowCheck("x_min", "x", "min", "x_min")
+    np.testing.assert_array_equal(at_least.unexpected(frame, 2.0), [True, False, False, True, False])
+    within = checks.RowCheck("z", "x", "within", "sigma")
+    np.testing.assert_array_equal(within.unexpected(frame, 2.0), [False, False, False, True, True])
+    length = checks.RowCheck("len", "t", "length", "n")
+    np.testing.assert_array_equal(length.unexpected(frame, (1, 3)), [False, False, False, True, True])
+    np.testing.assert_array_equal(length.unexpected(frame, (2, None)), [False, False, False, False, True])
+    nonempty = checks.RowCheck("nonempty", "t", "matches", value=r"\S")
+    np.testing.assert_array_equal(nonempty.unexpected(frame, None), [False, True, False, False, True])
+    dup = checks.RowCheck("duplicate", "dup", "equals", value=False)
+    np.testing.assert_array_equal(dup.unexpected(frame, None), [False, True, False, False, True])
+    assert [c.rule(t) for c, t in ((at_least, 2.0), (within, 2.0), (length, (1, 3)), (nonempty, None), (dup, None))] \
+        == ["x >= 2.0", "|x| <= 2.0", "1 <= len(t) <= 3", "t matches '\\\\S'", "dup == False"]
+    with pytest.raises(DataError, match="row check 'x_min': column t is not numeric"):
+        checks.RowCheck("x_min", "t", "min", "x_min").unexpected(frame, 1.0)
+    with pytest.raises(KeyError):
+        at_least.unexpected(frame.drop(columns="x"), 1.0)
+    with pytest.raises(ValueError, match="row check bad"):
+        checks.RowCheck("bad", "x", "min")  # a threshold check without its parameter
+
+
+def test_row_check_warn_and_fail_name_the_check_and_ids():
+    df = _scored(30)
+    df.loc[[3, 4], "psnr"] = 12.5
+    result = checks.gate_frame(df, checks.BRANCH, GATE_PARAMS, modes={"psnr": "warn"})
+    assert len(result.kept) == 30
+    [w] = result.warnings
+    assert w.line() == ("psnr: psnr >= 30.0 [column psnr]: 2 of 30 rows unexpected (~trad/003: 12.5; ~trad/004: 12.5); "
+                        "ids: ~trad/003, ~trad/004")
+    with pytest.raises(ExpectationFailed) as err:
+        checks.gate_frame(df, checks.BRANCH, GATE_PARAMS, modes={"psnr": "fail"})
+    assert "quality gate 'branch'" in str(err.value) and "- psnr: psnr >= 30.0" in str(err.value)
+    assert "ids: ~trad/003, ~trad/004" in str(err.value)
 
 
 def test_report_shows_gate_results_and_marks_missing_parts(project):
@@ -238,8 +332,8 @@ def test_reference_classifier_learns_from_the_capped_subset(project, caplog):
 def test_window_z_in_parts_equals_the_whole():
     scores = np.random.default_rng(0).normal(size=300)
     scores[[5, 50, 51]] = np.nan
-    whole = gate.window_z(scores, window_size=40)
-    w = gate.WindowZ(40)
+    whole = scoring.window_z(scores, window_size=40)
+    w = scoring.WindowZ(40)
     parts = np.concatenate([w(scores[a:b]) for a, b in ((0, 7), (7, 8), (8, 120), (120, 300))])
     np.testing.assert_array_equal(parts, whole)
 

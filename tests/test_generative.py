@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from augdag import lineage
+from augdag import tasks
 from augdag.errors import DataError, LineageError, ModelError, ParamsError
 from augdag.generative import (
     META_KEY,
@@ -331,8 +331,8 @@ def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
     for key in ("label_agreement", "frechet_generated_vs_val", "frechet_train_vs_val_floor"):
         assert key in summary
     for sid in m.sample_id[:3]:
-        assert lineage.replay(tmp_path, sid)["match"]
-    assert lineage.chain(tmp_path, m.sample_id.iloc[0])[0]["source"].startswith("generator:")
+        assert tasks.replay(tmp_path, sid)["match"]
+    assert tasks.chain(tmp_path, m.sample_id.iloc[0])[0]["source"].startswith("generator:")
     # a checkpoint of the wrong shape for this dataset is refused with both shapes named
     wrong = parse_params({**p.model_dump(), "generative": {"checkpoint": str(trained[5])}})
     with pytest.raises(ModelError, match="16, 16, 1"):
@@ -359,14 +359,14 @@ def test_diffusers_backend_in_the_stage_with_replay(tmp_path):
     assert set(m.generator_hash) == {folder_digest(model)}
     q = json.loads(m.op_params.iloc[0])
     assert q["backend"] == "diffusers" and q["inference_steps"] == 2
-    assert all(lineage.replay(proj, sid)["match"] for sid in m.sample_id[:2])
+    assert all(tasks.replay(proj, sid)["match"] for sid in m.sample_id[:2])
     # the model changes after the run: replay refuses instead of producing other bytes
     weights = next((model / "unet").glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     with pytest.raises(LineageError, match="hash differs"):
-        lineage.replay(proj, m.sample_id.iloc[0])
+        tasks.replay(proj, m.sample_id.iloc[0])
     # a diffusers model for another image shape is refused, the earlier output stays
     other = build_tiny(tmp_path / "ddim16", channels=1, size=16, n_classes=10)
     bad = parse_params({**p.model_dump(), "generative": {"backend": "diffusers", "diffusers": {"path": str(other)}}})

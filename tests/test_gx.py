@@ -1,4 +1,4 @@
-"""Great Expectations suites and augdag.gx, run against real GE (1.x)."""
+"""Great Expectations suites and augdag.gx, and gates (augdag.checks: suite + row checks), run against real GE (1.x)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from augdag import checks
 from augdag import gx as agx
 from augdag.errors import DataError, ExpectationFailed, ParamsError
 
@@ -238,7 +239,7 @@ def test_class_count_over_max_fails():
 
 
 BRANCH_PARAMS = {"label_set": LABELS, "psnr_min": 20.0, "ssim_min": 0.5, "in_frame_min": 0.5,
-                 "label_prob_min": 0.2, "sigma": 3.0, "sigma_low": -3.0}
+                 "label_prob_min": 0.2, "sigma": 3.0}
 
 
 def branch_frame(n: int = 30) -> pd.DataFrame:
@@ -259,22 +260,28 @@ def test_branch_manifest():
     assert by_column == {"seed": ["mix-00004"], "split": ["mix-00006"], "branch": ["mix-00008"]}
 
 
-def test_gate_on_the_branch_suite():
+def test_gate_on_the_branch_suite(tmp_path):
     df = branch_frame()
     df.loc[2, "psnr"] = 12.0
     df.loc[5, "outlier_z"] = 4.0
     df.loc[5, "label_prob"] = 0.1
     df.loc[7, "label_prob"] = None  # no score: not a failure
-    result = agx.gate_frame(df, BRANCH, BRANCH_PARAMS)
+    out = tmp_path / "branch.json"
+    result = checks.gate_frame(df, checks.BRANCH, BRANCH_PARAMS, results_path=out)
     assert result.rejected.sample_id.tolist() == ["mix-00002", "mix-00005"]
     assert result.rejected.gate_reason.tolist() == ["psnr", "label_consistency; outlier"]
     assert len(result.kept) == 28 and "mix-00007" in set(result.kept.sample_id)
     assert result.checks["psnr_range"]["mode"] == "fail" and result.checks["psnr_range"]["success"]
+    # Great Expectations ran the suite's dataset-level checks for real, and wrote its own result.
+    assert result.report.suite == "branch" and result.report.success
+    data = json.loads(out.read_text())
+    assert data["suite_name"] == "branch" and data["success"] is True
+    assert {r["expectation_config"]["meta"]["name"] for r in data["results"]} >= {"psnr_range", "parents_exist"}
     # The suite's fail-mode range check stops the run; overridden to warn it does not.
     df.loc[9, "psnr"] = 150.0
     with pytest.raises(ExpectationFailed, match=r"psnr_range: .*\[column psnr\].*mix-00009"):
-        agx.gate_frame(df, BRANCH, BRANCH_PARAMS)
-    result = agx.gate_frame(df, BRANCH, BRANCH_PARAMS, modes={"psnr_range": "warn"})
+        checks.gate_frame(df, checks.BRANCH, BRANCH_PARAMS)
+    result = checks.gate_frame(df, checks.BRANCH, BRANCH_PARAMS, modes={"psnr_range": "warn"})
     assert [w.check for w in result.warnings] == ["psnr_range"]
 
 
@@ -328,6 +335,8 @@ def test_every_suite_file_loads_as_expectation_suite():
         assert suite.name == path.stem
         assert len(suite.expectations) == len(data["expectations"]) > 0
         assert len(agx.load_suite(path).expectations) == len(data["expectations"])
+        # No suite check filters: Great Expectations validates sets; the per-sample checks are augdag.checks.
+        assert all((e.get("meta") or {}).get("mode", "fail") in ("warn", "fail", "off") for e in data["expectations"])
 
 
 def test_broken_suite_is_a_data_error(tmp_path):
@@ -342,9 +351,9 @@ def test_broken_suite_is_a_data_error(tmp_path):
         agx.load_suite(tmp_path / "missing.json")
 
 
-# --- gate_frame: a name and a mode per check -----------------------------------------------------
+# --- a gate: the suite's checks and row checks, each with a name and a mode ----------------------
 
-PARAMS = {"psnr_min": 20.0}
+PARAMS = {"psnr_min": 20.0, "ssim_min": 0.5}
 
 
 def write_suite(folder: Path, expectations: list[dict], name: str = "scores") -> Path:
@@ -356,15 +365,19 @@ def write_suite(folder: Path, expectations: list[dict], name: str = "scores") ->
 def score_suite(folder: Path) -> Path:
     return write_suite(folder, [
         {"type": "expect_column_to_exist", "kwargs": {"column": "psnr"}},
-        {"type": "expect_column_values_to_be_between",
-         "kwargs": {"column": "psnr", "min_value": {"$PARAMETER": "psnr_min"}},
-         "meta": {"name": "psnr", "mode": "filter"}},
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "ssim", "min_value": 0.5},
-         "meta": {"name": "ssim", "mode": "filter"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "psnr", "min_value": 0, "max_value": 100},
+         "meta": {"name": "psnr_range", "mode": "fail"}},
         {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "psnr", "min_value": 20},
          "meta": {"name": "mean_psnr", "mode": "warn"}},
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
     ])
+
+
+ROWS = (checks.RowCheck("psnr", "psnr", "min", "psnr_min"), checks.RowCheck("ssim", "ssim", "min", "ssim_min"))
+
+
+def score_gate(folder: Path) -> checks.Gate:
+    return checks.Gate(score_suite(folder), ROWS)
 
 
 def scores(n: int = 10) -> pd.DataFrame:
@@ -375,18 +388,20 @@ def scores(n: int = 10) -> pd.DataFrame:
     })
 
 
-def test_gate_modes_come_from_suite_meta_and_overrides(tmp_path):
-    suite = score_suite(tmp_path)
-    result = agx.gate_frame(scores(), suite, PARAMS)
+def test_gate_modes_come_from_suite_meta_row_checks_and_overrides(tmp_path):
+    gate = score_gate(tmp_path)
+    result = checks.gate_frame(scores(), gate, PARAMS)
     assert {name: c["mode"] for name, c in result.checks.items()} == {
         "expect_column_to_exist:psnr": "fail",  # no meta: type:column, mode fail
-        "psnr": "filter",
-        "ssim": "filter",
+        "psnr_range": "fail",
         "mean_psnr": "warn",
         "expect_table_row_count_to_be_between": "fail",  # no column: the type alone
+        "psnr": "filter",  # a row check's own default
+        "ssim": "filter",
     }
     assert all(c["success"] for c in result.checks.values())
     assert result.checks["psnr"]["unexpected_count"] == 0 and result.checks["psnr"]["element_count"] == 10
+    assert result.checks["psnr_range"]["unexpected_count"] == 0 and result.checks["psnr_range"]["element_count"] == 10
     assert result.checks["mean_psnr"]["unexpected_count"] is None  # aggregate: no row counts
     json.dumps(result.checks)  # JSON-able
     assert len(result.kept) == 10 and result.rejected.empty and result.warnings == []
@@ -395,18 +410,18 @@ def test_gate_modes_come_from_suite_meta_and_overrides(tmp_path):
     df = scores()
     df.loc[[1, 2], "psnr"] = 5.0
     df.loc[3, "ssim"] = 0.1
-    result = agx.gate_frame(df, suite, PARAMS, modes={"psnr": "warn", "ssim": "off", "mean_psnr": "fail"})
+    result = checks.gate_frame(df, gate, PARAMS, modes={"psnr": "warn", "ssim": "off", "mean_psnr": "fail"})
     assert result.checks["psnr"]["mode"] == "warn" and result.checks["psnr"]["success"] is False
     assert result.checks["ssim"] == {"mode": "off", "success": None, "unexpected_count": None, "element_count": None}
     assert result.checks["mean_psnr"]["mode"] == "fail" and result.checks["mean_psnr"]["success"] is True
     assert len(result.kept) == 10 and result.rejected.empty  # warn and off keep every row
     [warning] = result.warnings
     assert warning.check == "psnr" and warning.sample_ids == ["s-00001", "s-00002"]
-    assert warning.line().startswith("psnr: expect_column_values_to_be_between [column psnr]")
+    assert warning.line().startswith("psnr: psnr >= 20.0 [column psnr]: 2 of 10 rows unexpected (s-00001: 5.0;")
 
 
 def test_filter_drops_exactly_the_offending_rows(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     n = 80
     df = scores(n)
     df.index = range(1000, 1000 - n, -1)  # any index: rows are told by position
@@ -415,7 +430,7 @@ def test_filter_drops_exactly_the_offending_rows(tmp_path):
     assert len(bad_psnr) > agx.MAX_SAMPLE_IDS and len(bad_ssim) > agx.MAX_SAMPLE_IDS
     df.iloc[sorted(bad_psnr), df.columns.get_loc("psnr")] = 10.0
     df.iloc[sorted(bad_ssim), df.columns.get_loc("ssim")] = 0.2
-    result = agx.gate_frame(df, suite, PARAMS)
+    result = checks.gate_frame(df, gate, PARAMS)
 
     bad = bad_psnr | bad_ssim
     ids = df.sample_id.tolist()
@@ -427,24 +442,23 @@ def test_filter_drops_exactly_the_offending_rows(tmp_path):
     reasons = dict(zip(result.rejected.sample_id, result.rejected.gate_reason))
     for i in bad:
         expected = [name for name, rows in (("psnr", bad_psnr), ("ssim", bad_ssim)) if i in rows]
-        assert reasons[ids[i]] == "; ".join(expected)  # every failed filter check, suite order
+        assert reasons[ids[i]] == "; ".join(expected)  # every failed filter check, gate order
     assert reasons[ids[0]] == "psnr; ssim"
     assert result.checks["psnr"]["unexpected_count"] == 40 and result.checks["psnr"]["success"] is False
     assert result.checks["ssim"]["unexpected_count"] == 27
-    # The failed filter checks are in GE's report, not in warnings; the row mean is still fine.
+    # Filtered rows are the row checks' business: no warning, and GE's suite (mean psnr 20.0) passed.
     assert result.warnings == []
-    assert result.report.success is False
-    assert {f.check for f in result.report.failures} == {"psnr", "ssim"}
+    assert result.report.success is True and result.report.suite == "scores"
 
 
 def test_filter_with_duplicate_and_null_ids(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     df = pd.DataFrame({
         "sample_id": ["a", "b", "b", "c", None, None],
         "psnr": [30.0, 30.0, 5.0, 30.0, 6.0, 30.0],
         "ssim": [0.9] * 6,
     })
-    result = agx.gate_frame(df, suite, PARAMS)
+    result = checks.gate_frame(df, gate, PARAMS)
     # Only the second "b" and the first null-id row are bad; their twins stay.
     assert result.rejected.psnr.tolist() == [5.0, 6.0]
     assert result.rejected.sample_id.tolist()[0] == "b"
@@ -454,54 +468,38 @@ def test_filter_with_duplicate_and_null_ids(tmp_path):
     assert result.kept.sample_id.isna().tolist() == [False, False, False, True]
 
 
-def test_unexpected_positions_fall_back_to_unique_ids():
-    frame = pd.DataFrame({"sample_id": ["a", "b", "c"], "x": [1, 2, 3]})
-    rows = [{"sample_id": "c", "x": 3}, {"sample_id": "a", "x": 1}]
-    res = {"unexpected_index_list": rows, "unexpected_count": 2}
-    assert agx._unexpected_positions(res, frame, ["sample_id"]) == [0, 2]
-    # A query that disagrees with the ids is not trusted; the ids are.
-    res_query = {**res, "unexpected_index_query": "df.filter(items=[1, 2], axis=0)"}
-    assert agx._unexpected_positions(res_query, frame, ["sample_id"]) == [0, 2]
-    # Duplicate ids and no usable query: the rows cannot be told apart.
-    twins = pd.DataFrame({"sample_id": ["a", "a"], "x": [1, 3]})
-    assert agx._unexpected_positions({"unexpected_index_list": [{"sample_id": "a", "x": 3}]}, twins,
-                                     ["sample_id"]) is None
-    assert agx._unexpected_positions({"unexpected_index_list": [{"sample_id": "a", "x": 3}],
-                                      "unexpected_index_query": "df.filter(items=[1], axis=0)"},
-                                     twins, ["sample_id"]) == [1]
-    # Without id columns GE gives the index labels (= positions) directly.
-    assert agx._unexpected_positions({"unexpected_index_list": [2, 0]}, frame, []) == [0, 2]
-    assert agx._unexpected_positions({"unexpected_index_list": [7]}, frame, []) is None
-
-
 def test_null_scores_are_not_failures(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     df = scores(6)
     df.loc[2, "psnr"] = None
     df.loc[4, "ssim"] = float("nan")
     df.loc[5, "psnr"] = 1.0
-    result = agx.gate_frame(df, suite, PARAMS)
+    result = checks.gate_frame(df, gate, PARAMS)
     assert result.rejected.sample_id.tolist() == ["s-00005"]
     assert "s-00002" in result.kept.sample_id.tolist() and "s-00004" in result.kept.sample_id.tolist()
     assert result.checks["ssim"]["success"] is True
-    assert result.checks["psnr"]["unexpected_count"] == 1
-    # A check about nulls does count them, and can filter them.
+    assert result.checks["psnr"]["unexpected_count"] == 1 and result.checks["psnr"]["element_count"] == 6
+    # A suite check about nulls does count them (Great Expectations), warns with their ids, and cannot filter.
     nulls = write_suite(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "psnr"},
-                                    "meta": {"mode": "filter"}}], name="nulls")
-    result = agx.gate_frame(df, nulls)
-    assert result.rejected.sample_id.tolist() == ["s-00002"]
-    assert result.rejected.gate_reason.tolist() == ["expect_column_values_to_not_be_null:psnr"]
+                                    "meta": {"mode": "warn"}}], name="nulls")
+    result = checks.gate_frame(df, checks.Gate(nulls, ROWS), PARAMS)
+    assert result.checks["expect_column_values_to_not_be_null:psnr"]["unexpected_count"] == 1
+    assert [w.sample_ids for w in result.warnings] == [["s-00002"]]
+    assert result.rejected.sample_id.tolist() == ["s-00005"]
+    with pytest.raises(ParamsError, match="cannot be in mode 'filter'"):
+        checks.gate_frame(df, checks.Gate(nulls, ROWS), PARAMS,
+                          modes={"expect_column_values_to_not_be_null:psnr": "filter"})
 
 
 def test_warn_keeps_rows_and_returns_warnings(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     df = scores(30)
     df["psnr"] = 21.0
     df.loc[0, "psnr"] = 0.0  # mean 20.3: fine; one row below psnr_min: filtered
-    result = agx.gate_frame(df, suite, PARAMS)
+    result = checks.gate_frame(df, gate, PARAMS)
     assert result.warnings == [] and len(result.rejected) == 1
     df.loc[1, "psnr"] = 0.0  # mean 19.6 < 20
-    result = agx.gate_frame(df, suite, PARAMS, modes={"psnr": "warn"})
+    result = checks.gate_frame(df, gate, PARAMS, modes={"psnr": "warn"})
     assert len(result.kept) == 30 and result.rejected.empty
     by_check = {w.check: w for w in result.warnings}
     assert set(by_check) == {"mean_psnr", "psnr"}
@@ -513,100 +511,129 @@ def test_warn_keeps_rows_and_returns_warnings(tmp_path):
 
 
 def test_fail_raises_with_names_and_ids_and_writes_results(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     out = tmp_path / "results" / "scores.json"
     df = scores(30)
     df.loc[:24, "ssim"] = 0.0  # 25 rows, more than MAX_SAMPLE_IDS
     with pytest.raises(ExpectationFailed) as excinfo:
-        agx.gate_frame(df, suite, PARAMS, modes={"ssim": "fail"}, results_path=out)
+        checks.gate_frame(df, gate, PARAMS, modes={"ssim": "fail"}, results_path=out)
     message = str(excinfo.value)
     first, *rest = message.splitlines()
-    assert "'scores'" in first and str(suite) in first and "1 check(s)" in first
+    assert "'scores'" in first and str(gate.suite) in first and "1 check(s)" in first
     [line] = [ln for ln in rest if "ssim" in ln]
-    assert line.strip().startswith("- ssim: expect_column_values_to_be_between [column ssim]: 25 of 30 rows")
+    assert line.strip().startswith("- ssim: ssim >= 0.5 [column ssim]: 25 of 30 rows unexpected (s-00000: 0.0;")
     listed = line.split("; ids: ")[1].split(", ")
     assert listed == [f"s-{i:05d}" for i in range(agx.MAX_SAMPLE_IDS)]
     assert "s-00024" not in message
     assert str(out) in message
-    data = json.loads(out.read_text())  # written before raising
-    assert data["success"] is False and data["suite_name"] == "scores"
-    [failed] = [r for r in data["results"] if not r["success"]]
-    assert failed["expectation_config"]["meta"] == {"name": "ssim", "mode": "fail"}
-    assert len(failed["result"]["unexpected_index_list"]) == 25
+    data = json.loads(out.read_text())  # GE's result of the suite, written before raising
+    assert data["success"] is True and data["suite_name"] == "scores"
 
-    # Only fail-mode checks raise: the same frame in the suite's own modes is filtered.
-    result = agx.gate_frame(df, suite, PARAMS, results_path=out)
+    # A suite check and a row check in fail mode: one error names both; GE's result records the suite check.
+    df.loc[:, "psnr"] = 10.0
+    with pytest.raises(ExpectationFailed) as excinfo:
+        checks.gate_frame(df, gate, PARAMS, modes={"ssim": "fail", "psnr": "fail", "mean_psnr": "fail"},
+                          results_path=out)
+    lines = str(excinfo.value).splitlines()
+    assert "3 check(s)" in lines[0]
+    assert [ln.split(":")[0].strip("- ") for ln in lines[1:4]] == ["mean_psnr", "psnr", "ssim"]  # gate order
+    data = json.loads(out.read_text())
+    [failed] = [r for r in data["results"] if not r["success"]]
+    assert failed["expectation_config"]["meta"] == {"name": "mean_psnr", "mode": "fail"}
+
+    # Only fail-mode checks raise: the same frame in the gate's own modes is filtered.
+    df.loc[:, "psnr"] = 30.0
+    result = checks.gate_frame(df, gate, PARAMS, results_path=out)
     assert len(result.rejected) == 25
     assert json.loads(out.read_text())["results"][0]["expectation_config"]["meta"]["name"]
 
 
 def test_filter_check_on_a_missing_column_fails(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     with pytest.raises(ExpectationFailed) as excinfo:
-        agx.gate_frame(scores().drop(columns=["ssim"]), suite, PARAMS)
+        checks.gate_frame(scores().drop(columns=["ssim"]), gate, PARAMS)
     message = str(excinfo.value)
-    assert "ssim: expect_column_values_to_be_between" in message
-    assert "cannot be identified" in message
+    assert "ssim: ssim >= 0.5 [column ssim]: filter check whose rows cannot be identified: column is missing" in message
+    result = checks.gate_frame(scores().drop(columns=["ssim"]), gate, PARAMS, modes={"ssim": "warn"})
+    assert [w.detail for w in result.warnings] == ["column is missing"] and len(result.kept) == 10
+    assert result.checks["ssim"] == {"mode": "warn", "success": False, "unexpected_count": None, "element_count": None}
 
 
-def test_filter_on_an_aggregate_expectation_is_refused(tmp_path):
-    suite = score_suite(tmp_path)
+def test_filter_on_a_suite_check_is_refused(tmp_path):
+    gate = score_gate(tmp_path)
     with pytest.raises(ParamsError) as excinfo:
-        agx.gate_frame(scores(), suite, PARAMS, modes={"mean_psnr": "filter"})
+        checks.gate_frame(scores(), gate, PARAMS, modes={"mean_psnr": "filter"})
     message = str(excinfo.value)
-    assert str(suite) in message and "mean_psnr" in message and "aggregate" in message
-    with pytest.raises(ParamsError, match="aggregate"):
-        agx.gate_frame(scores(), suite, PARAMS, modes={"expect_table_row_count_to_be_between": "filter"})
+    assert str(gate.suite) in message and "mean_psnr" in message and "picks no rows" in message
+    for name in ("expect_table_row_count_to_be_between", "psnr_range"):  # aggregate or row-wise, GE filters nothing
+        with pytest.raises(ParamsError, match="cannot be in mode 'filter'"):
+            checks.gate_frame(scores(), gate, PARAMS, modes={name: "filter"})
     in_suite = write_suite(tmp_path, [{"type": "expect_column_max_to_be_between",
                                        "kwargs": {"column": "psnr", "max_value": 50},
                                        "meta": {"name": "max", "mode": "filter"}}], name="agg")
-    with pytest.raises(DataError, match="'max'.*aggregate"):
-        agx.gate_frame(scores(), in_suite)
+    with pytest.raises(DataError, match="'max'.*cannot be in mode 'filter' \\(set by its meta.mode\\)"):
+        checks.gate_frame(scores(), checks.Gate(in_suite))
 
 
 def test_unknown_check_names_and_modes_are_params_errors(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     with pytest.raises(ParamsError) as excinfo:
-        agx.gate_frame(scores(), suite, PARAMS, modes={"psnrr": "warn"})
+        checks.gate_frame(scores(), gate, PARAMS, modes={"psnrr": "warn"})
     message = str(excinfo.value)
-    assert str(suite) in message and "'psnrr'" in message
-    assert "psnr, ssim, mean_psnr" in message  # the names it could have been
+    assert str(gate.suite) in message and "'psnrr'" in message
+    assert "psnr_range, mean_psnr, expect_table_row_count_to_be_between, psnr, ssim" in message  # what it could be
     with pytest.raises(ParamsError) as excinfo:
-        agx.gate_frame(scores(), suite, PARAMS, modes={"psnr": "drop"})
+        checks.gate_frame(scores(), gate, PARAMS, modes={"psnr": "drop"})
     message = str(excinfo.value)
-    assert str(suite) in message and "'psnr'" in message and "'drop'" in message
+    assert str(gate.suite) in message and "'psnr'" in message and "'drop'" in message
     assert "filter, warn, fail, off" in message
+    with pytest.raises(ParamsError, match="'psnr_range' has mode 'loud'"):
+        agx.run_suite(scores(), gate.suite, modes={"psnr_range": "loud"})
     bad_meta = write_suite(tmp_path, [{"type": "expect_column_to_exist", "kwargs": {"column": "psnr"},
                                        "meta": {"mode": "loud"}}], name="bad_meta")
     with pytest.raises(DataError, match="'loud'"):
-        agx.gate_frame(scores(), bad_meta)
+        checks.gate_frame(scores(), checks.Gate(bad_meta, ROWS), PARAMS)
     twins = write_suite(tmp_path, [{"type": "expect_column_to_exist", "kwargs": {"column": "psnr"}}] * 2,
                         name="twins")
     with pytest.raises(DataError, match="both named 'expect_column_to_exist:psnr'"):
-        agx.gate_frame(scores(), twins)
+        checks.gate_frame(scores(), checks.Gate(twins))
+    clash = write_suite(tmp_path, [{"type": "expect_column_to_exist", "kwargs": {"column": "psnr"},
+                                    "meta": {"name": "psnr"}}], name="clash")
+    with pytest.raises(DataError, match=r"check name\(s\) \['psnr'\] used twice"):
+        checks.gate_frame(scores(), checks.Gate(clash, ROWS), PARAMS)
 
 
-def test_off_checks_need_no_parameters(tmp_path):
-    suite = score_suite(tmp_path)
-    with pytest.raises(DataError, match="psnr_min"):
-        agx.gate_frame(scores(), suite, {})
+def test_off_checks_need_no_parameters_and_a_null_threshold_is_off(tmp_path):
+    gate = score_gate(tmp_path)
+    with pytest.raises(DataError, match="row check 'psnr' needs parameter psnr_min"):
+        checks.gate_frame(scores(), gate, {"ssim_min": 0.5})
     df = scores()
     df.loc[0, "psnr"] = -1.0
-    result = agx.gate_frame(df, suite, {}, modes={"psnr": "off"})
+    result = checks.gate_frame(df, gate, {"ssim_min": 0.5}, modes={"psnr": "off", "psnr_range": "off"})
     assert len(result.kept) == 10 and result.checks["psnr"]["success"] is None
+    result = checks.gate_frame(df, gate, {"psnr_min": None, "ssim_min": 0.5},
+                               modes={"psnr": "fail", "psnr_range": "off"})
+    assert result.checks["psnr"] == {"mode": "off", "success": None, "unexpected_count": None, "element_count": None}
+    param = write_suite(tmp_path, [{"type": "expect_column_values_to_be_between",
+                                    "kwargs": {"column": "psnr", "min_value": {"$PARAMETER": "floor"}}}], name="param")
+    with pytest.raises(DataError, match="needs parameter\\(s\\) floor"):
+        agx.run_suite(scores(), param, {})
+    assert agx.run_suite(scores(), param, {}, modes={"expect_column_values_to_be_between:psnr": "off"}).fails == []
 
 
 def test_modes_for_keeps_the_suites_own_names(tmp_path):
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     shared = {"psnr": "warn", "augmented_share": "fail", "expect_table_row_count_to_be_between": "warn"}
-    assert agx.modes_for(suite, shared) == {"psnr": "warn", "expect_table_row_count_to_be_between": "warn"}
-    assert agx.modes_for(suite, None) == {}
-    assert agx.check_names(suite)[:3] == ["expect_column_to_exist:psnr", "psnr", "ssim"]
+    assert agx.modes_for(gate.suite, shared) == {"expect_table_row_count_to_be_between": "warn"}
+    assert gate.modes_for(shared) == {"psnr": "warn", "expect_table_row_count_to_be_between": "warn"}
+    assert agx.modes_for(gate.suite, None) == {} and gate.modes_for(None) == {}
+    assert agx.check_names(gate.suite)[:2] == ["expect_column_to_exist:psnr", "psnr_range"]
+    assert gate.check_names()[-2:] == ["psnr", "ssim"]
 
 
 def test_validate_frame_is_unchanged_by_suite_meta(tmp_path):
     df = scores()
-    df.loc[4, "psnr"] = 1.0
+    df.loc[4, "psnr"] = -1.0
     report = agx.validate_frame(df, score_suite(tmp_path), PARAMS)
     [failure] = report.failures
     assert failure.sample_ids == ["s-00004"] and failure.check is None
@@ -624,12 +651,12 @@ def test_data_docs_from_result_files_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
 
-    suite = score_suite(tmp_path)
+    gate = score_gate(tmp_path)
     results = tmp_path / "results"
     df = scores()
-    df.loc[3, "psnr"] = 1.0
-    agx.gate_frame(df, suite, PARAMS, results_path=results / "traditional.json")
-    agx.validate_frame(scores(), suite, PARAMS, results_path=results / "mix.json")
+    df.loc[3, "psnr"] = -1.0
+    checks.gate_frame(df, gate, PARAMS, modes={"psnr_range": "warn"}, results_path=results / "traditional.json")
+    agx.validate_frame(scores(), gate.suite, PARAMS, results_path=results / "mix.json")
     (results / "summary.json").write_text(json.dumps({"kept": 9}))  # not a result: skipped
     site = tmp_path / "docs" / "site"
 
@@ -682,8 +709,8 @@ def test_data_docs_rendering_errors_are_raised(tmp_path):
     # GE only logs a page it cannot render; build_data_docs raises, and leaves no site behind.
     out = tmp_path / "r.json"
     df = scores()
-    df.loc[0, "psnr"] = 1.0
-    agx.gate_frame(df, score_suite(tmp_path), PARAMS, results_path=out)
+    df.loc[0, "psnr"] = -1.0
+    agx.run_suite(df, score_suite(tmp_path), modes={"psnr_range": "warn"}, results_path=out)
     data = json.loads(out.read_text())
     for r in data["results"]:
         if "unexpected_index_list" in r["result"]:
@@ -694,20 +721,25 @@ def test_data_docs_rendering_errors_are_raised(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "scores.json"]
 
 
-def test_batch_fingerprint_hashes_list_columns_without_pickling_the_frame(tmp_path, monkeypatch):
+def test_list_columns_reach_ge_without_pickling_the_frame(tmp_path, monkeypatch):
     import pickle
 
+    import numpy as np
+
     df = manifest(branch="mix")
+    df["soft_label"] = [np.array([0.5, 0.5, 0.0])] * len(df)  # as a Parquet manifest reads: arrays
+    df.loc[4, "soft_label"] = None
     out = tmp_path / "mix.json"
     dumps = []
     real = pickle.dumps
     monkeypatch.setattr(pickle, "dumps", lambda obj, *a, **k: dumps.append(type(obj)) or real(obj, *a, **k))
-    agx.validate_frame(df, RAW, RAW_PARAMS, results_path=out)
-    assert pd.DataFrame not in dumps, "GE's fallback pickles the whole frame when a column holds lists"
-    recorded = json.loads(out.read_text())["meta"]["batch_markers"]["pandas_data_fingerprint"]
-    assert recorded == agx._fingerprint(df)
-    other = df.copy()
-    other.at[3, "soft_label"] = [0.25, 0.75, 0.0]
-    renamed = df.rename(columns={"op_params": "params"})
-    prints = {agx._fingerprint(f) for f in (df, other, renamed, df.iloc[::-1])}
-    assert len(prints) == 4 and agx._fingerprint(df.copy()) == agx._fingerprint(df)
+    suite = write_suite(tmp_path, [{"type": "expect_column_to_exist", "kwargs": {"column": "soft_label"}},
+                                   {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "soft_label"},
+                                    "meta": {"mode": "warn"}}], name="lists")
+    result = agx.run_suite(df, suite, results_path=out)
+    assert pd.DataFrame not in dumps, "GE's fingerprint pickles the whole frame when a column holds lists"
+    assert json.loads(out.read_text())["meta"]["batch_markers"]["pandas_data_fingerprint"]  # GE hashed it itself
+    assert [w.sample_ids for w in result.warnings] == [["mix-00004"]]  # nulls stay nulls
+    assert isinstance(df.soft_label[0], np.ndarray), "the caller's frame is left alone"
+    assert agx.validate_frame(manifest(branch="mix"), RAW, {**RAW_PARAMS, "label_set": LABELS}).failures[0].column \
+        == "branch"  # list-valued parent_ids go through the raw suite as well

@@ -24,7 +24,7 @@ from PIL import Image
 
 from augdag.data import load_image, scan_folder
 from augdag.errors import DataError, ModelError, ParamsError
-from conftest import REPO, image_folder
+from helpers import REPO, image_folder
 
 
 @pytest.fixture(autouse=True)

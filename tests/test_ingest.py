@@ -8,7 +8,7 @@ from augdag.errors import DataError, ExpectationFailed
 from augdag.params import parse_params
 from augdag.storage import StageData, read_manifest
 from augdag.tasks import ingest
-from conftest import image_folder
+from helpers import image_folder
 
 
 def params(source, **kw):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from augdag import lineage, mixing
+from augdag import mixing, tasks
 from augdag.errors import ParamsError
 from augdag.params import MixParams, OnlineMixParams, parse_params
 from augdag.storage import read_manifest
@@ -119,8 +119,8 @@ def test_mix_branch_end_to_end_with_replay_and_online_finetune(tmp_path):
     merged = read_manifest(tmp_path / "data" / "merge")
     assert set(merged.branch) == {"raw", "mix"}
     for sid in m.sample_id[:3]:
-        res = lineage.replay(tmp_path, sid, p)
+        res = tasks.replay(tmp_path, sid, p)
         assert res["match"] and res["params_redrawn_match"], res
-    chain = lineage.chain(tmp_path, m.sample_id.iloc[0])
+    chain = tasks.chain(tmp_path, m.sample_id.iloc[0])
     assert len(chain) == 3 and {c["stage"] for c in chain} == {"mix", "ingest"}
     assert (tmp_path / "data" / "finetune" / "model.safetensors").exists()

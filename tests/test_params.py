@@ -2,7 +2,7 @@ import pytest
 
 from augdag.errors import ParamsError
 from augdag.params import Params, dotted_to_nested, load_params, parse_params, write_overrides
-from conftest import REPO
+from helpers import REPO
 
 
 def test_repo_params_file_is_valid_and_matches_defaults():
@@ -71,9 +71,8 @@ def test_small_floats_are_written_back_as_floats(tmp_path):
 
 def test_set_keeps_the_rest_of_params_yaml_as_written(tmp_path):
     """--set rewrites only what it sets: long flow mappings stay on one line, nulls stay null, comments stay."""
-    from conftest import REPO
-
     from augdag.params import write_overrides
+    from helpers import REPO
 
     path = tmp_path / "params.yaml"
     original = (REPO / "params.yaml").read_text()
@@ -84,3 +83,21 @@ def test_set_keeps_the_rest_of_params_yaml_as_written(tmp_path):
     changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
     assert len(path.read_text().splitlines()) == len(original.splitlines())
     assert [b.split("#")[0].strip() for _, b in changed] == ["modality: text", "steps: 5"]
+
+
+def test_reading_params_imports_no_torch_and_no_model_module():
+    """Reading params.yaml (the CLI, `dvc params`-like tools, the flow's planning) must not pay for torch:
+    GeneratorConfig lived in augdag/generative.py, so `import augdag.params` imported torch (~1-2 s)."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "torchvision", "transformers", "augdag.generative", "augdag.models"]
+    code = ("import sys, augdag.params\n"
+            "print(' '.join(m for m in %r if m in sys.modules))" % heavy)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"import augdag.params imported {out.stdout.strip()}"
+    from augdag.generative import GeneratorConfig
+    from augdag.params import GenerativeParams
+
+    assert GenerativeParams().model.__class__ is GeneratorConfig, "augdag.generative.GeneratorConfig is the params one"

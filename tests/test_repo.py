@@ -4,7 +4,7 @@ import subprocess
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_no_git_tracked_file_inside_a_dvc_output_folder():

@@ -1,6 +1,8 @@
 """The HTML report: every section on a tiny real run, missing and failed parts, no run at all, the lineage
-index, and the page opened in headless Chromium (screenshot, no console errors, the lineage search)."""
+index, the templates (static files inlined, values escaped), and the page opened in headless Chromium
+(screenshot, no console errors, the lineage search)."""
 
+import html
 import json
 import os
 import re
@@ -11,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jinja2 import UndefinedError
 
-from augdag import lineage
+from augdag import tasks
 from augdag.params import deep_merge, parse_params
 from augdag.storage import read_manifest
-from augdag.tasks import STAGES, UPSTREAM, run_stage
-from augdag.tasks import report
-from conftest import REPO, SMALL
+from augdag.tasks import STAGES, UPSTREAM, report, run_stage
+from helpers import REPO, SMALL
 
 OVER = deep_merge(SMALL, {
     # the generative branch off: its VAE and feature statistics cost more than the rest (and "off" is a status)
@@ -62,7 +64,8 @@ def _index(page: str) -> dict:
     return json.loads(m.group(1))
 
 
-EXTERNAL = re.compile(r"""(?:src|href|action|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//""", re.I)
+EXTERNAL = re.compile(r"""(?:src|href|action|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//"""
+                      r"""|url\(\s*["']?\s*(?:https?:)?//""", re.I)
 
 
 def test_every_section_renders_from_a_real_run(project):
@@ -131,7 +134,7 @@ def test_lineage_index_holds_merged_samples_and_their_ancestors(project):
     assert f"{len(merged)} of {len(merged)}</b> merged samples" in page
     assert all(pid in samples for s in samples.values() for pid in s["parents"]), "ancestors are indexed"
     for sid in (merged[merged.branch == b].sample_id.iloc[0] for b in ("traditional", "mix")):
-        chain = lineage.chain(root, sid)  # what `augdag lineage` prints
+        chain = tasks.chain(root, sid)  # what `augdag lineage` prints
         shown, frontier = [], [sid]
         while frontier:
             x = frontier.pop(0)
@@ -142,7 +145,7 @@ def test_lineage_index_holds_merged_samples_and_their_ancestors(project):
         for r in chain:
             e = samples[r["sample_id"]]
             assert (e["stage"], e["branch"], e["label"]) == (r["stage"], r["branch"], r["label"])
-            assert e["params"] == report._plain(r["op_params"])  # the exact applied params (big ints as strings)
+            assert e["params"] == report.plain(r["op_params"])  # the exact applied params (big ints as strings)
             assert e["img"].startswith("data:image/png;base64,") and r["content_hash"].startswith(e["hash"])
             if r["seed"] is not None:
                 assert e["seed"] == str(r["seed"]), "63-bit seeds travel as strings, JavaScript would round them"
@@ -157,15 +160,16 @@ def test_lineage_index_holds_merged_samples_and_their_ancestors(project):
 
 def test_lineage_index_is_capped_and_says_so(project, monkeypatch):
     root, _ = project
-    monkeypatch.setattr(report, "LINEAGE_SAMPLES", 5)
-    monkeypatch.setattr(report, "LINEAGE_REJECTED", 1)
+    monkeypatch.setattr(report.lineage, "LINEAGE_SAMPLES", 5)
+    monkeypatch.setattr(report.lineage, "LINEAGE_REJECTED", 1)
     idx = report.lineage_index(root)
     merged = read_manifest(root / "data" / "merge")
     assert idx["merged_indexed"] == 5 and idx["merged_total"] == len(merged) and idx["rejected_indexed"] == 1
     assert {idx["samples"][s]["branch"] for s in idx["examples"].values()} >= {"raw", "traditional", "mix"}, \
         "round robin over sources: every branch is searchable"
-    page = "\n".join(report._lineage(idx))
+    page = report.section("lineage", "Lineage", report.lineage.section, idx, None)["body"]
     assert f"<b id='lineage-count'>5 of {len(merged)}</b>" in page and "1 of " in page
+    assert "(caps 5 and 1, round robin over sources)" in page
 
 
 def test_missing_stages_are_marked_missing(project, tmp_path):
@@ -210,13 +214,15 @@ def test_recorded_timings_and_failures_are_shown(project, tmp_path):
     rec.mkdir(parents=True, exist_ok=True)
     (rec / "ingest.json").unlink(missing_ok=True)  # recorded by the real run; without it ingest shows "–"
     (rec / "finetune.json").write_text(json.dumps({"seconds": 75.0, "ok": True, "error": None}))
-    (rec / "merge.json").write_text(json.dumps({"seconds": 1.0, "ok": False, "error": "ExpectationFailed: class_balance"}))
+    (rec / "merge.json").write_text(json.dumps({"seconds": 1.0, "ok": False,
+                                                "error": "ExpectationFailed: class_balance"}))
     shutil.rmtree(root / "data" / "evaluate")  # dvc repro removes a stage's outputs before running it
     (rec / "evaluate.json").write_text(json.dumps({"seconds": 2.0, "ok": False, "error": "ModelError: cannot load"}))
     page = report.render(p, root)
     assert _statuses(page)["evaluate"] == "failed" and "ModelError: cannot load); no output" in page
     node = lambda s: re.search(rf'data-stage="{s}" data-status="[^"]+">.*?</g>', page).group(0)  # noqa: E731
-    assert ">12.5 s</text>" in node("strategy") and ">1.2 min</text>" in node("finetune") and ">–</text>" in node("ingest")
+    assert ">12.5 s</text>" in node("strategy") and ">1.2 min</text>" in node("finetune")
+    assert ">–</text>" in node("ingest")
     assert _statuses(page)["merge"] == "failed" and "ExpectationFailed: class_balance" in page
     assert "<span class='timing'>12.5 s</span>" in page
 
@@ -229,10 +235,100 @@ def test_report_before_any_run_says_so(tmp_path, capsys):
     page = (tmp_path / "data" / "report" / "report.html").read_text(encoding="utf-8")
     assert "No run exists yet" in page and "augdag run" in page
     assert _statuses(page) == {**{s: "missing" for s in STAGES[:-1]}, "report": "this page"}
-    for sid, stage in (("dataset", "ingest"), ("gate", "quality"), ("training", "finetune"), ("evaluation", "evaluate")):
+    for sid, stage in (("dataset", "ingest"), ("gate", "quality"), ("training", "finetune"),
+                       ("evaluation", "evaluate")):
         assert f"missing: run the {stage} stage" in _section(page, sid)
     assert "missing: run the pipeline" in _section(page, "lineage") and "<script>" not in page
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+STATIC = REPO / "tasks" / "report" / "static"
+
+
+def _static(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8").removesuffix("\n")
+
+
+def test_the_page_inlines_its_stylesheet_and_script_from_the_static_files(project):
+    root, _ = project
+    page = (root / "data" / "report" / "report.html").read_text(encoding="utf-8")
+    css, js = _static("report.css"), _static("lineage.js")
+    assert "#lineage-out>ul" in css and "lineage-index" in js
+    assert page.count(f"<style>{css}</style>") == 1 and page.count(f"<script>{js}</script>") == 1
+    # nothing comes from elsewhere: no stylesheet link, no script or image by URL, no @import, no url() but #ids
+    assert not EXTERNAL.search(page)
+    assert not re.search(r"<link\b|<script[^>]*\bsrc\s*=|@import|url\(\s*[^#\s]", page, re.I)
+    assert set(re.findall(r"""\bsrc=["']?([a-z]+):""", page)) == {"data"}
+    assert page.count("<script") == 2  # the index (JSON) and the lineage script
+    csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+           "form-action 'none'; base-uri 'none'")
+    assert page.count(f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">") == 1
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(svgs) > 5 and not any("\n" in svg for svg in svgs), "figures.svg.j2 renders each figure as one line"
+
+
+def test_values_with_html_special_characters_are_escaped(project, tmp_path):
+    root = _copy(project, tmp_path)
+    _, p = project
+    evil, apostrophe = '<b>&"', "it's"
+    classes = json.loads((root / "data" / "ingest" / "classes.json").read_text())["classes"]
+    renamed = {classes[0]: evil, classes[1]: apostrophe}
+    (root / "data" / "ingest" / "classes.json").write_text(json.dumps({"classes": [renamed.get(c, c)
+                                                                                   for c in classes]}))
+    conf = json.loads((root / "data" / "evaluate" / "confusion.json").read_text())
+    conf["classes"] = [renamed.get(c, c) for c in conf["classes"]]
+    (root / "data" / "evaluate" / "confusion.json").write_text(json.dumps(conf))
+    metrics = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
+    metrics["per_class_accuracy"] = {renamed.get(c, c): a for c, a in metrics["per_class_accuracy"].items()}
+    (root / "data" / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
+
+    page = report.render(p, root)
+    assert evil not in page and "<b>&" not in page
+    esc = "&lt;b&gt;&amp;&quot;"  # html.escape's entities, as the page has always written them
+    assert f"<tr><td>0</td><th class='left'>{esc}</th>" in _section(page, "dataset")
+    ev = _section(page, "evaluation")
+    assert f"<tr><th class='left'>{esc}</th><td>" in ev  # accuracy per class
+    assert f"<th title='{esc}'>0</th>" in ev and f"<th class='left'>0 {esc}</th>" in ev  # the confusion matrix
+    assert "<th class='left'>it&#x27;s</th>" in ev and "<th title='it&#x27;s'>1</th>" in ev
+    assert _index(page)["classes"][:2] == [evil, apostrophe], "the lineage index holds the names as data"
+    assert '"\\u003cb\\u003e\\u0026\\"' in page, "escaped for JSON inside <script>, not for HTML"
+
+
+def test_the_templates_escape_as_html_escape_does():
+    from augdag.tasks.report import templating
+
+    env = templating.environment()
+    value = """<a href='x'>"R&B"</a>"""
+    out = env.from_string("{{ v }}|{{ v|e }}|{{ [v, 1]|join(', ') }}|{{ m }}").render(v=value,
+                                                                                     m=templating.escape(value))
+    assert out == "|".join([html.escape(value)] * 2 + [html.escape(value) + ", 1", html.escape(value)])
+    assert templating.static("report.css") == _static("report.css")
+    with pytest.raises(UndefinedError):
+        env.from_string("{{ nothing }}").render()
+
+
+def test_the_text_report_shares_the_frame_and_escapes_its_values():
+    from augdag.tasks.report import templating
+
+    sample = {"branch": "traditional", "sample_id": "t<1>", "how": "swap & delete", "gate": "kept", "reason": "",
+              "source": "a <del>b</del>", "variant": "a <ins>c&amp;d</ins>", "scores": {"q": 0.5, "dup": False}}
+    page = str(templating.render(
+        "text.html.j2", css=templating.static("text.css"), seed=0, classes=["R&B", "pop"],
+        ingest={"train": 6, "val": 4, "test": 12}, test={"accuracy": "0.5000", "macro_f1": "0.3333", "n": 12},
+        confusion={"header": ["R&amp;B", "pop"], "rows": [("R&B", ["1", "0"]), ("pop", ["0", "1"])]},
+        branches=[{"branch": "mix", "made": 6, "gate_in": 6, "kept": 5, "rejected": 1, "means": '{"q": 1}'}],
+        merged=[{"source": "raw", "samples": 6, "mass": "0.2500"}],
+        finetune={"model": "m<1>", "steps": 3, "samples": 19, "pairs": 6, "val_accuracy": 0.5}, samples=[sample]))
+    assert page.startswith("<!doctype html><html><head><meta charset='utf-8'><title>augdag report (text)</title>"
+                           f"<style>{_static('text.css')}</style></head><body><h1>augdag report (text)</h1>")
+    assert page.endswith("</td></tr></table></body></html>\n")
+    assert "classes: R&amp;B, pop;" in page and "<td>R&amp;B</td>" in page and "<th>R&amp;amp;B</th>" in page
+    assert "<td>{&quot;q&quot;: 1}</td>" in page and "m&lt;1&gt;: 3 steps" in page
+    row = page[page.index("<code>"):]
+    assert row.startswith("<code>t&lt;1&gt;</code></td><td>swap &amp; delete</td><td>a <del>b</del></td>"
+                          "<td>a <ins>c&amp;d</ins></td><td>kept</td><td>q 0.5, dup False</td></tr>")
 
 
 # --------------------------------------------------------------------------------------- Chromium
@@ -274,7 +370,7 @@ def test_report_in_headless_chromium(project, tmp_path):
     merged = read_manifest(root / "data" / "merge")
     sid = merged[merged.branch == "mix"].sample_id.iloc[0]
     parents = list(merged[merged.sample_id == sid].parent_ids.iloc[0])
-    url = f"{page.as_uri()}#sample={report._frag(sid)}"
+    url = f"{page.as_uri()}#sample={report.frag(sid)}"
 
     shot = tmp_path / "report.png"
     _, console = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,3000", url)

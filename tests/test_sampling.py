@@ -14,7 +14,7 @@ from augdag.params import SamplingParams, deep_merge, parse_params
 from augdag.storage import read_manifest
 from augdag.tasks import run_stage
 from augdag.tasks.finetune import SourceSampler, online_augment
-from conftest import SMALL, image_folder
+from helpers import SMALL, image_folder
 
 SOURCES = np.array(["raw"] * 6 + ["traditional"] * 3 + ["mix"] * 1)
 STATIC = np.array([1 / 3 / 6] * 6 + [1 / 3 / 3] * 3 + [1 / 3] * 1)

@@ -20,7 +20,7 @@ from augdag.flows import serve
 from augdag.params import dotted_to_nested, load_params, write_overrides
 from augdag.prefect_server import free_port
 from augdag.tasks import STAGES
-from conftest import BIN, REPO, SMALL, make_project, run
+from helpers import BIN, REPO, SMALL, make_project, run
 
 STARTUP_S = 300  # a Prefect server, then the runner, on a busy 2-core machine
 RUN_S = 900

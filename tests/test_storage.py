@@ -90,7 +90,15 @@ def test_writer_streams_row_groups_and_frames_write_like_rows(tmp_path):
 
 def test_manifest_writer_appends_frames_and_writes_an_empty_manifest(tmp_path):
     from augdag.errors import DataError
-    from augdag.storage import ManifestWriter, manifest_frame, manifest_rows, read_manifest, row, table_chunks, read_table
+    from augdag.storage import (
+        ManifestWriter,
+        manifest_frame,
+        manifest_rows,
+        read_manifest,
+        read_table,
+        row,
+        table_chunks,
+    )
 
     rows = [row(sample_id=f"s{i}", split="train", branch="raw", label=i % 3, shard="shard-00000.npy", index=i,
                 height=2, width=2, channels=1, weight=0.5, seed=None if i % 2 else 2**62 + i) for i in range(10)]
@@ -132,14 +140,14 @@ def test_parquet_chunks_cut_a_file_into_equal_frames_across_row_groups(tmp_path)
 
 
 def test_stage_data_keeps_only_a_budget_of_shards_mapped(tmp_path, monkeypatch):
-    from augdag import storage
+    from augdag.storage import shards  # StageData reads the budget there (augdag.storage re-exports it)
 
     w = StageWriter(tmp_path, shard_size=4)
     imgs = [np.full((5, 6, 1), i, np.uint8) for i in range(40)]
     for i, im in enumerate(imgs):
         w.add(im, sample_id=f"s{i}", split="train", branch="raw", label=0, parent_ids=[])
     m = w.close()
-    monkeypatch.setattr(storage, "MAPPED_BYTES", 3 * 4 * 30)  # three shards of four 5x6x1 images
+    monkeypatch.setattr(shards, "MAPPED_BYTES", 3 * 4 * 30)  # three shards of four 5x6x1 images
     data = StageData(tmp_path)
     for rows in (m, m.iloc[::-1], m.iloc[::7]):  # forwards, backwards, skipping: shards reopened as needed
         for _, r in rows.iterrows():
@@ -219,3 +227,17 @@ def test_lookup_and_images_of_name_what_is_wrong(tmp_path):
             r[column] = value
             with pytest.raises(DataError, match=match):
                 data.image(r.rename("s6"))
+
+
+def test_the_package_re_exports_each_layer():
+    """augdag/storage.py became a package of one module per layer; callers import every name from augdag.storage."""
+    import importlib
+
+    import augdag.storage as storage
+
+    layers = {m: importlib.import_module(f"augdag.storage.{m}") for m in ("publish", "schema", "manifest", "shards")}
+    for name in storage.__all__ + ["_out_of_space"]:
+        homes = [m for m, mod in layers.items() if name in vars(mod) and vars(mod)[name] is getattr(storage, name)]
+        assert homes, f"augdag.storage.{name} is not a layer's {name}"
+    assert storage.StageData.__module__ == "augdag.storage.shards"
+    assert storage.atomic_dir.__module__ == "augdag.storage.publish"

@@ -1,8 +1,10 @@
-"""augdag.text.gate: text quality scores on hand-made cases, the reference classifier, and the
-expectations/text_branch.json suite run through augdag.gx with the real Great Expectations."""
+"""augdag.text.gate: text quality scores on hand-made cases, the reference classifier, and the text gate
+(augdag.checks.TEXT_BRANCH: expectations/text_branch.json run by the real Great Expectations, and the
+vectorised row checks)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,8 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from augdag import gate as image_gate
-from augdag import gx
+from augdag import checks, scoring
 from augdag.errors import ExpectationFailed
 from augdag.text import encoder
 from augdag.text import gate as tg
@@ -98,7 +99,7 @@ def test_mix_scores(reference):
 def test_outlier_z_is_the_window_filter():
     scores = np.r_[np.linspace(0.80, 0.90, 12), 0.2, 0.85]
     z = tg.outlier_z(scores, window_size=20)
-    np.testing.assert_array_equal(z, image_gate.window_z(scores, 20))
+    np.testing.assert_array_equal(z, scoring.window_z(scores, 20))
     assert np.isnan(z[:10]).all() and z[12] < -2.0 and abs(z[13]) < 2.0
 
 
@@ -127,24 +128,36 @@ PARAMS = tg.suite_parameters([0, 1], text_length=(1, 200), english_share_min=0.5
                              label_prob_min=0.1, sigma=2.0)
 
 
-def test_suite_filters_each_bad_row_for_its_reason():
-    result = gx.gate_frame(_frame(), tg.SUITE, PARAMS)
+def test_gate_filters_each_bad_row_for_its_reason(tmp_path):
+    out = tmp_path / "synonym.json"
+    result = checks.gate_frame(_frame(), checks.TEXT_BRANCH, PARAMS, results_path=out)
     assert result.kept.sample_id.tolist() == ["good", "mix"]
     reasons = dict(zip(result.rejected.sample_id, result.rejected.gate_reason))
     assert reasons == {"blank": "text_nonempty", "long": "text_length", "dup": "duplicate",
                        "far": "semantic_similarity", "offlabel": "label_consistency", "foreign": "english",
                        "spike": "outlier"}
-    assert result.report.suite == "text_branch"
+    assert result.report.suite == "text_branch" and result.report.success  # GE validated the suite
+    assert json.loads(out.read_text())["suite_name"] == "text_branch"
+    both = _frame()
+    both.loc[2, "english_share"] = 0.1  # "long" fails two checks: both named, in gate order
+    rejected = checks.gate_frame(both, checks.TEXT_BRANCH, PARAMS).rejected
+    assert dict(zip(rejected.sample_id, rejected.gate_reason))["long"] == "text_length; english"
 
 
-def test_suite_modes_and_range_failures():
-    warned = gx.gate_frame(_frame(), tg.SUITE, PARAMS, modes={"duplicate": "warn", "text_length": "off"})
+def test_gate_modes_null_thresholds_and_range_failures():
+    warned = checks.gate_frame(_frame(), checks.TEXT_BRANCH, PARAMS, modes={"duplicate": "warn", "text_length": "off"})
     assert {"dup", "long"} <= set(warned.kept.sample_id)
     assert [w.check for w in warned.warnings] == ["duplicate"] and warned.warnings[0].sample_ids == ["dup"]
+    off = tg.suite_parameters([0, 1], text_length=(1, 200), english_share_min=None, similarity_min=None,
+                              label_prob_min=0.1, sigma=None)
+    kept = checks.gate_frame(_frame(), checks.TEXT_BRANCH, off)
+    assert {"far", "foreign", "spike"} <= set(kept.kept.sample_id)  # their checks are off
+    assert {kept.checks[c]["mode"] for c in ("english", "semantic_similarity", "outlier")} == {"off"}
     bad = _frame()
     bad.loc[0, "semantic_similarity"] = 1.5
     with pytest.raises(ExpectationFailed, match="semantic_similarity_range"):
-        gx.gate_frame(bad, tg.SUITE, PARAMS)
-    assert {"label_consistency", "outlier", "duplicate", "english", "text_length"} <= set(gx.check_names(tg.SUITE))
+        checks.gate_frame(bad, checks.TEXT_BRANCH, PARAMS)
+    names = set(checks.TEXT_BRANCH.check_names())
+    assert {"label_consistency", "outlier", "duplicate", "english", "text_length"} <= names
     with pytest.raises(ValueError, match="text_length"):
         tg.suite_parameters([0, 1], text_length=(5, 2))

@@ -10,10 +10,10 @@ import json
 import shutil
 
 import pytest
+from test_pipeline import out_hashes, ran_stages
 
 from augdag.storage import read_manifest
-from conftest import make_project, run
-from test_pipeline import out_hashes, ran_stages
+from helpers import make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,9 @@ def _apertium_or_skip():
 def tiny_lm(tmp_path_factory):
     import pandas as pd
     import torch
+    from test_text_paraphrase import _tiny_gemma, _train_tokenizer
 
     from augdag.text.assets import rotten_tomatoes_path
-    from test_text_paraphrase import _tiny_gemma, _train_tokenizer
 
     texts = pd.read_csv(rotten_tomatoes_path(), nrows=200)["text"].dropna().tolist()
     old = torch.get_num_threads()
@@ -151,20 +151,20 @@ def test_evaluate_and_report_show_texts(flow_text):
 
 
 def test_replay_and_lineage(flow_text):
-    from augdag import lineage
+    from augdag import tasks
     from augdag.params import load_params
 
     params = load_params(flow_text / "params.yaml")
     for branch in ("traditional", "mix", "generative"):
         m = read_manifest(flow_text / "data" / branch)
         for sid in m.sample_id[:2]:
-            res = lineage.replay(flow_text, sid, params)
+            res = tasks.replay(flow_text, sid, params)
             assert res["match"] and res["replayed_hash"] == m.set_index("sample_id").content_hash[sid]
             assert res.get("params_redrawn_match", True)
     gen = read_manifest(flow_text / "data" / "generative")
     para = gen[[json.loads(o)["op"] == "paraphrase" for o in gen.op_params]]
     if len(para):  # the tiny random LM's paraphrase replays from its record (model hash, seed, settings)
-        assert lineage.replay(flow_text, para.sample_id.iloc[0], params)["match"]
+        assert tasks.replay(flow_text, para.sample_id.iloc[0], params)["match"]
     # the command line: exit 0 and the text with its changes; a tampered hash is a mismatch, exit 1
     res = run(["augdag", "replay", gen.sample_id.iloc[0]], flow_text)
     assert "OK, content hash reproduced" in res.stdout
@@ -176,7 +176,7 @@ def test_replay_notices_a_tampered_text(flow_text, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from augdag import lineage
+    from augdag import tasks
 
     proj = tmp_path / "p"
     shutil.copytree(flow_text / "data", proj / "data")
@@ -184,11 +184,11 @@ def test_replay_notices_a_tampered_text(flow_text, tmp_path):
     t = pq.read_table(path).to_pandas()
     t.loc[0, "text"] = t.text[0] + " tampered"
     pq.write_table(pa.Table.from_pandas(t, preserve_index=False), path)
-    res = lineage.replay(proj, t.sample_id[0])
+    res = tasks.replay(proj, t.sample_id[0])
     assert not res["match"] and res["replayed_hash"] == res["recorded_hash"] != res["stored_hash"]
     t.loc[0, "content_hash"] = "0" * 64
     pq.write_table(pa.Table.from_pandas(t, preserve_index=False), path)
-    assert not lineage.replay(proj, t.sample_id[0])["match"]
+    assert not tasks.replay(proj, t.sample_id[0])["match"]
 
 
 def test_prefect_shows_text_samples(flow_text):

@@ -76,7 +76,7 @@ def test_bad_text_params_name_the_key():
 
 
 def test_text_stage_on_an_image_ingest_says_so(tmp_path):
-    from conftest import REPO
+    from helpers import REPO
 
     img = load_params(REPO / "params.yaml", {"ingest": {"n_per_class": 1, "n_val_per_class": 0, "n_test_per_class": 1}})
     run_stage("ingest", img, tmp_path)
@@ -86,7 +86,7 @@ def test_text_stage_on_an_image_ingest_says_so(tmp_path):
 
 
 def test_marian_needs_both_directions(tmp_path):
-    from augdag.tasks.text import make_translator
+    from augdag.tasks.generative.text import make_translator
 
     p = parse_params({"modality": "text", "text": {"generative": {"translator": "marian",
                                                                    "marian": {"eng-spa": str(tmp_path)}}}})

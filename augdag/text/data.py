@@ -19,7 +19,7 @@ import pandas as pd
 
 from augdag.errors import DataError
 from augdag.seeding import rng
-from augdag.text.ops import STOPWORDS, _LETTERS
+from augdag.text.ops import _LETTERS, STOPWORDS
 
 SUFFIXES = (".csv", ".csv.bz2", ".csv.gz", ".jsonl", ".parquet")
 RT_CLASSES = ("fresh", "rotten")

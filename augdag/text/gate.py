@@ -5,10 +5,10 @@ Scores of a variant against its source (``text_scores``):
 - ``semantic_similarity``: cosine of the MiniLM sentence embeddings of source and variant
   (``augdag.text.encoder.embed``: L2-normalised, batch-independent), in [-1, 1].
 - ``label_prob``: the reference classifier's probability of the sample's label; for a soft label
-  y, the expected probability sum_k y_k p_k (``augdag.gate.label_prob``). The reference is a
+  y, the expected probability sum_k y_k p_k (``augdag.scoring.label_prob``). The reference is a
   linear probe (``augdag.features.LinearProbe``: multinomial logistic regression, full-batch
   L-BFGS in float64, deterministic) on the frozen encoder's embeddings of the raw train texts, as
-  the image side's ``augdag.gate.ReferenceClassifier``.
+  the image side's reference classifier (tasks/quality/scores.py).
 - ``length_ratio``: the variant's word count over the source's (whitespace words); NaN for an
   empty source.
 - ``is_duplicate``: the variant equals the source after whitespace is collapsed and case folded.
@@ -18,22 +18,21 @@ A Mixup item (``mix_scores``: text_a, text_b, lam; the sample is an embedding, n
 ``semantic_similarity`` = lam * cos(mix, a) + (1 - lam) * cos(mix, b); length and duplicate do
 not apply (NaN / None, which Great Expectations' column checks skip).
 
-``outlier_z`` is ``augdag.gate.window_z`` (the sliding-window 2-sigma filter) on one score column
-in manifest order. ``SUITE`` (expectations/text_branch.json) holds the checks; ``suite_parameters``
-gives its ``$PARAMETER`` values and ``augdag.gx.gate_frame`` runs it.
+``outlier_z`` is ``augdag.scoring.window_z`` (the sliding-window 2-sigma filter) on one score column
+in manifest order. ``augdag.checks.TEXT_BRANCH`` is the gate (expectations/text_branch.json, which Great
+Expectations validates, and the per-sample row checks); ``suite_parameters`` gives its parameters and
+thresholds, and ``augdag.checks.gate_frame`` runs it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from augdag import gate as image_gate
+from augdag import scoring
 from augdag.text import encoder
 
-SUITE = Path(__file__).resolve().parents[2] / "expectations" / "text_branch.json"
 SCORES = ("semantic_similarity", "label_prob", "length_ratio", "is_duplicate")
 
 
@@ -148,7 +147,7 @@ def text_scores(sources: Sequence[str | None], variants: Sequence[str], targets=
                  "is_duplicate": is_duplicate(sources, variants)}
     if reference is not None and targets is not None and n:
         y = _targets(targets, n, reference.n_classes)
-        out["label_prob"] = image_gate.label_prob(reference.proba(variants), y)
+        out["label_prob"] = scoring.label_prob(reference.proba(variants), y)
     return out
 
 
@@ -175,21 +174,24 @@ def mix_scores(text_a: Sequence[str], text_b: Sequence[str], lam, targets=None,
     out["semantic_similarity"] = np.clip(lam * encoder.cosine(mixed, ea) + (1.0 - lam) * encoder.cosine(mixed, eb),
                                          -1.0, 1.0)
     if reference is not None and targets is not None:
-        out["label_prob"] = image_gate.label_prob(reference.proba_embeddings(mixed), _targets(targets, n, reference.n_classes))
+        out["label_prob"] = scoring.label_prob(reference.proba_embeddings(mixed), _targets(targets, n, reference.n_classes))
     return out
 
 
-def outlier_z(scores, window_size: int = 100, min_history: int = image_gate.MIN_HISTORY) -> np.ndarray:
-    """z of each score against the window of scores before it (``augdag.gate.window_z``), manifest order."""
-    return image_gate.window_z(scores, window_size, min_history)
+def outlier_z(scores, window_size: int = 100, min_history: int = scoring.MIN_HISTORY) -> np.ndarray:
+    """z of each score against the window of scores before it (``augdag.scoring.window_z``), manifest order."""
+    return scoring.window_z(scores, window_size, min_history)
 
 
-def suite_parameters(label_set: Sequence, text_length: tuple[int, int] = (1, 2000), english_share_min: float = 0.5,
-                     similarity_min: float = 0.7, label_prob_min: float = 0.1, sigma: float = 2.0) -> dict:
-    """The ``$PARAMETER`` values of expectations/text_branch.json (text_length is in characters)."""
+def suite_parameters(label_set: Sequence, text_length: tuple[int, int] = (1, 2000),
+                     english_share_min: float | None = 0.5, similarity_min: float | None = 0.7,
+                     label_prob_min: float | None = 0.1, sigma: float | None = 2.0) -> dict:
+    """The parameters of the text gate (augdag.checks.TEXT_BRANCH): the suite's label_set and the row checks'
+    thresholds (text_length in characters); a None threshold turns its check off."""
     lo, hi = text_length
     if not 0 <= lo <= hi:
         raise ValueError(f"text_length must be [min, max] characters with 0 <= min <= max, got {list(text_length)}")
-    return {"label_set": list(label_set), "text_length_min": int(lo), "text_length_max": int(hi),
-            "english_share_min": float(english_share_min), "similarity_min": float(similarity_min),
-            "label_prob_min": float(label_prob_min), "sigma": float(sigma), "sigma_low": -float(sigma)}
+    opt = lambda v: None if v is None else float(v)  # noqa: E731
+    return {"label_set": list(label_set), "text_length": (int(lo), int(hi)),
+            "english_share_min": opt(english_share_min), "similarity_min": opt(similarity_min),
+            "label_prob_min": opt(label_prob_min), "sigma": opt(sigma)}

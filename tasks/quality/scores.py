@@ -1,0 +1,84 @@
+"""Per-sample quality scores of augmented images.
+
+What each branch is judged by:
+
+- **traditional**: PSNR and SSIM against its source, strategy-aware. Photometric ops (colour
+  jitter, blur, noise, erasing) are compared directly. For geometric ops (flips, rotation, crop,
+  affine) the recorded geometry is taken out of the comparison: the source is brought into the
+  sample's frame with the sample's own recorded geometric params, and pixels that came from
+  outside the source's frame are masked. This is the forward form of "undo the geometry": warping
+  the sample back instead would interpolate a second time, which alone costs a 28-pixel image
+  several dB (see README), so intact rotated samples would fail a 30 dB bar for being rotated.
+  The geometric ops come first in the fixed op order, so the aligned source is exactly the image
+  the photometric ops started from, and the scores measure what those ops did to it.
+  `in_frame` is the share of the frame that still shows the source.
+- **mix**: PSNR and SSIM against each parent, weighted by λ and 1 - λ (recorded; by default no
+  threshold applies to them: a mixed sample is judged by label consistency and the outlier filter).
+- **generative**: no source; judged by label consistency and the outlier filter.
+- **every branch**: `label_prob` (augdag.scoring.label_prob), the probability the reference classifier
+  here (a linear probe on the pretrained backbone's features, trained on the raw train split) gives the
+  sample's label; and `outlier_z` (augdag.scoring.WindowZ), the sliding-window z of the branch's watched
+  score (`quality.outlier.score`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from augdag import imquality, ops
+
+GEOMETRIC = frozenset({"hflip", "vflip", "rotation", "resized_crop", "affine"})
+PHOTOMETRIC = frozenset(ops.OPS) - GEOMETRIC
+
+
+def aligned_source(source: np.ndarray, applied: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(the source warped by the recorded geometric ops only, HxW bool mask of pixels that lie
+    wholly inside the source's frame)."""
+    geo = [p for p in applied if p["op"] in GEOMETRIC]
+    h, w = source.shape[:2]
+    if not geo:
+        return source, np.ones((h, w), bool)
+    t, m = ops.to_tensor(source), torch.ones(1, h, w)
+    for p in geo:
+        t = ops.OPS[p["op"]].apply(t, p)
+        m = ops.OPS[p["op"]].apply(m, p)
+    return ops.to_uint8(t), (m[0] >= 1.0 - 1e-4).numpy()
+
+
+def traditional_scores(sources: np.ndarray, samples: np.ndarray, applied: list[list[dict]]) -> dict[str, np.ndarray]:
+    """psnr, ssim (masked, against the aligned source) and in_frame for N traditional samples."""
+    if len(samples) == 0:
+        return {k: np.zeros(0) for k in ("psnr", "ssim", "in_frame")}
+    pairs = [aligned_source(s, a) for s, a in zip(sources, applied)]
+    ref = np.stack([p[0] for p in pairs])
+    mask = np.stack([p[1] for p in pairs])
+    return {"psnr": imquality.psnr_batch(samples, ref, mask), "ssim": imquality.ssim_batch(samples, ref, mask),
+            "in_frame": mask.reshape(len(mask), -1).mean(1)}
+
+
+def mix_scores(parent_a: np.ndarray, parent_b: np.ndarray, samples: np.ndarray, lam: np.ndarray) -> dict[str, np.ndarray]:
+    """psnr and ssim against each parent, weighted by λ (parent a) and 1 - λ (parent b)."""
+    if len(samples) == 0:
+        return {k: np.zeros(0) for k in ("psnr", "ssim")}
+    lam = np.asarray(lam, np.float64)
+    out = {}
+    for name, fn in (("psnr", imquality.psnr_batch), ("ssim", imquality.ssim_batch)):
+        out[name] = lam * fn(samples, parent_a) + (1.0 - lam) * fn(samples, parent_b)
+    return out
+
+
+class ReferenceClassifier:
+    """A linear probe on the pretrained backbone's features, trained on the raw train split."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, image_size: int = 64):
+        from augdag.features import Embedder, LinearProbe
+
+        self.n_classes = n_classes
+        self.embed = Embedder(image_size=image_size)
+        self.probe = LinearProbe(n_classes).fit(self.embed(images), labels)
+
+    def proba(self, images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, self.n_classes))
+        return self.probe.predict_proba(self.embed(images))
