@@ -246,6 +246,7 @@ def test_robust_accuracy_keys_tiny_eps_and_pgd_at_most_fgsm(trained):
     assert set(only) == {"n", "clean", "pgd"} and list(only["pgd"]) == ["0.1"] and only["n"] == 9
 
 
+@pytest.mark.slow
 def test_evaluate_stage_writes_robustness(tmp_path):
     over = {**SMALL,
             "strategy": {"mix": {"enabled": False}, "generative": {"enabled": False}},

@@ -1,5 +1,6 @@
 """The `augdag` command on bad input: one clear message, exit status 2, earlier outputs untouched."""
 
+import pytest
 import yaml
 
 from helpers import make_project, run
@@ -7,6 +8,7 @@ from helpers import make_project, run
 TINY = {"ingest": {"n_per_class": 1, "n_val_per_class": 0, "n_test_per_class": 1}}
 
 
+@pytest.mark.slow
 def test_bad_params_and_missing_dataset_leave_outputs(tmp_path):
     proj = make_project(tmp_path / "p", TINY)
     run(["augdag", "stage", "ingest"], proj)

@@ -244,6 +244,7 @@ def test_report_has_a_strategy_comparison_section(tmp_path):
     assert "Best on validation: <b>mix</b>" in section and "<th>trad</th>" in section and "<svg" in section
 
 
+@pytest.mark.slow
 def test_compare_command_refuses_bad_input_before_running(tmp_path):
     proj = tmp_path / "p"
     proj.mkdir()

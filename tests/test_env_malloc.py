@@ -51,6 +51,7 @@ def _churn(mode: str, **env) -> dict:
 
 
 @glibc
+@pytest.mark.slow
 def test_the_augdag_command_reuses_freed_buffers_instead_of_faulting_them_in_again():
     plain = _churn("plain")
     cli = _churn("cli")

@@ -203,6 +203,7 @@ def copy_project(base: Path, dest: Path) -> Path:
 # ------------------------------------------------------------------------------------ (a) SIGKILL
 
 @pytest.mark.parametrize("name", STAGES)
+@pytest.mark.slow
 def test_sigkill_mid_write_keeps_the_last_output_and_a_rerun_completes(name, baseline, tmp_path):
     base, want = baseline
     proj = copy_project(base, tmp_path / "proj")

@@ -16,6 +16,7 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
         frechet_distance(a[:1], b)
 
 
+@pytest.mark.slow
 def test_embedder_and_probe_separate_real_classes():
     pool = load_fashion_mnist("train")
     g = np.random.default_rng(0)

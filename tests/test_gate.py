@@ -338,6 +338,7 @@ def test_window_z_in_parts_equals_the_whole():
     np.testing.assert_array_equal(parts, whole)
 
 
+@pytest.mark.slow
 def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project, monkeypatch):
     import pandas as pd
 

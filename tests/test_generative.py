@@ -88,6 +88,7 @@ def test_training_is_deterministic_and_seed_dependent(trained):
     assert file_hash(path) == digest and len(digest) == 64
 
 
+@pytest.mark.slow
 def test_checkpoint_bytes_are_identical_in_another_process(trained, tmp_path):
     """Same inputs, seed and thread count in a fresh process -> the same checkpoint hash (lineage relies on it)."""
     imgs, labels, cfg, *_ = trained
@@ -316,6 +317,7 @@ def test_config_unknown_key_and_frozen():
         GeneratorConfig().steps = 3
 
 
+@pytest.mark.slow
 def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
     p = parse_params({
         "ingest": {"n_per_class": 2, "n_val_per_class": 2, "n_test_per_class": 1},
@@ -340,6 +342,7 @@ def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
     assert len(read_manifest(tmp_path / "data" / "generative")) == 40, "the earlier output must stay"
 
 
+@pytest.mark.slow
 def test_diffusers_backend_in_the_stage_with_replay(tmp_path):
     """The generative stage on a tiny random class-conditional diffusers model: lineage pins the
     model folder's digest, replay regenerates the bytes, and a changed model is detected."""
@@ -377,6 +380,7 @@ def test_diffusers_backend_in_the_stage_with_replay(tmp_path):
         parse_params({"generative": {"backend": "diffusers"}})
 
 
+@pytest.mark.slow
 def test_produced_quality_without_a_val_split_writes_no_nan():
     """ingest.n_val_per_class 0: the probe's val accuracy is left out, not NaN (which is not JSON)."""
     from augdag.tasks.generative import produced_quality

@@ -647,6 +647,7 @@ def _validation_pages(site: Path) -> list[Path]:
     return sorted((site / "validations").rglob("*.html"))
 
 
+@pytest.mark.slow
 def test_data_docs_from_result_files_in_a_fresh_process(tmp_path):
     import subprocess
     import sys

@@ -73,6 +73,7 @@ def _env(tmp_path: Path, **extra) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_temporary_server_serves_a_flow_keeps_its_last_logs_and_stops(tmp_path):
     res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
                          text=True, timeout=600)
@@ -91,6 +92,7 @@ def test_temporary_server_serves_a_flow_keeps_its_last_logs_and_stops(tmp_path):
     assert (tmp_path / "prefect-home" / "prefect.db").exists(), "runs are kept in PREFECT_HOME, as Prefect's own"
 
 
+@pytest.mark.slow
 def test_a_server_that_cannot_start_is_a_clear_error_not_a_wait(tmp_path):
     env = _env(tmp_path, PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:////nonexistent/dir/prefect.db",
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="3600")

@@ -341,6 +341,7 @@ def test_ctrl_c_stops_the_server_and_the_deployments(served):
     assert not listening(served.port) and not health(served.port)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_even_when_prefects_serve_does_not_return(tmp_path):
     """If Prefect's serve() swallows Ctrl-C (seen under load in full-suite runs), augdag still stops the server
     it started and exits, after STOP_GRACE_S."""

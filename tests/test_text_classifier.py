@@ -47,6 +47,7 @@ def head_bytes(model) -> bytes:
 FROZEN = dict(freeze_encoder=True, batch_size=16, head_lr=5e-3, eval_every=50)
 
 
+@pytest.mark.slow
 def test_frozen_head_learns_real_task_and_is_deterministic(rt):
     xtr, ytr, xte, yte = rt
     cfg = C.FinetuneConfig(steps=150, **FROZEN)
@@ -64,6 +65,7 @@ def test_frozen_head_learns_real_task_and_is_deterministic(rt):
     assert head_bytes(other.model) != head_bytes(res.model)
 
 
+@pytest.mark.slow
 def test_full_finetune_with_pairs_reduces_loss_and_round_trips(rt, tmp_path):
     xtr, ytr, _, _ = rt
     texts, labels = xtr[:4] + xtr[20:24], np.r_[ytr[:4], ytr[20:24]]
