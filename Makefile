@@ -18,7 +18,8 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 .PHONY: setup demo demo-text test test-fast lint data chromium apertium clean-data bench-setup setup-paraphrase
 setup: $(VENV)/.installed data chromium apertium
 
-# torch and torchvision first, pinned to the builds that lie on this machine's disk (see README).
+# torch and torchvision first, pinned to the builds that lie on this machine's disk (README.md: what `make setup`
+# installs; its time: bench/RESULTS.md).
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -48,7 +49,7 @@ chromium:
 	       "the report's browser test will be skipped"; \
 	fi
 
-# Debian's apertium with its English<->Spanish pair: the back-translation that works offline (issue 8). As root
+# Debian's apertium with its English<->Spanish pair: the back-translation that works offline (docs/text.md). As root
 # it is installed; otherwise the tests that need it are skipped with the reason.
 apertium:
 	@if command -v apertium >/dev/null && [ -d /usr/share/apertium/apertium-eng-spa ]; then :; \

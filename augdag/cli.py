@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="strategies to compare (default: none traditional mix generative all all_nogate "
                         "trivial_augment_wide; more in augdag/compare.py)")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    c.add_argument("--out", default="data/compare", help="output folder, relative to the project (default data/compare)")
+    c.add_argument("--out", default="data/compare",
+                   help="output folder, relative to the project (default data/compare)")
     c.add_argument("--baseline", default="none", help="strategy the paired differences are taken against")
-    c.add_argument("--force", action="store_true", help="rerun every run even when a record with its params hash exists")
+    c.add_argument("--force", action="store_true",
+                   help="rerun every run even when a record with its params hash exists")
     v = sub.add_parser("server", help="start a local Prefect server and serve the pipeline and compare flows as "
                                       "deployments, launched from its UI (Ctrl-C stops both)")
     v.add_argument("--host", default="127.0.0.1",

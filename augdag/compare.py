@@ -323,7 +323,8 @@ def markdown(agg: dict) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in _table_rows(agg)]
     best = agg["best_on_validation"]
     lines += ["", f"Best on validation: **{best}** (choose defaults by this; test accuracy is reported, not used "
-                  "to choose)." if best else "No validation accuracy in these records (older records, or ingest.n_val_per_class is 0)."]
+                  "to choose)." if best else "No validation accuracy in these records (older records, or "
+                                             "ingest.n_val_per_class is 0)."]
     lines.append("95% CI: Student t over seeds; paired: the same seeds with and without the strategy.")
     return "\n".join(lines) + "\n"
 
@@ -338,7 +339,8 @@ def runs_csv(records: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["strategy", "seed", "test_accuracy", "val_accuracy"])
     for r in records:
-        w.writerow([r["strategy"], r["seed"], r["test_accuracy"], "" if r.get("val_accuracy") is None else r["val_accuracy"]])
+        w.writerow([r["strategy"], r["seed"], r["test_accuracy"],
+                    "" if r.get("val_accuracy") is None else r["val_accuracy"]])
     return buf.getvalue()
 
 
@@ -364,8 +366,10 @@ def svg(agg: dict, records: list[dict]) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
            f'role="img" aria-label="accuracy by strategy, mean with 95% CI" font-family="sans-serif">',
            f'<text x="{left}" y="16" font-size="12">accuracy %: mean ± 95% CI over seeds (dots: runs)</text>',
-           f'<circle cx="{left + 6}" cy="27" r="4" fill="#1f77b4"/><text x="{left + 14}" y="31" font-size="11">test</text>',
-           f'<circle cx="{left + 56}" cy="27" r="4" fill="#ff7f0e"/><text x="{left + 64}" y="31" font-size="11">validation</text>',
+           f'<circle cx="{left + 6}" cy="27" r="4" fill="#1f77b4"/>'
+           f'<text x="{left + 14}" y="31" font-size="11">test</text>',
+           f'<circle cx="{left + 56}" cy="27" r="4" fill="#ff7f0e"/>'
+           f'<text x="{left + 64}" y="31" font-size="11">validation</text>',
 ]
     for i in range(6):
         v = lo + (hi - lo) * i / 5
@@ -380,16 +384,19 @@ def svg(agg: dict, records: list[dict]) -> str:
     for i, name in enumerate(names):
         cx = left + step * i + step / 2
         e = agg["strategies"][name]
-        for dx, key, s, color in ((-10, "test_accuracy", e["test"], "#1f77b4"), (10, "val_accuracy", e["val"], "#ff7f0e")):
+        for dx, key, s, color in ((-10, "test_accuracy", e["test"], "#1f77b4"),
+                                  (10, "val_accuracy", e["val"], "#ff7f0e")):
             x = cx + dx
             for r in by_name.get(name, []):
                 if r.get(key) is not None:
-                    out.append(f'<circle cx="{x + 5:.1f}" cy="{sy(100 * r[key]):.1f}" r="2" fill="{color}" opacity="0.35"/>')
+                    out.append(f'<circle cx="{x + 5:.1f}" cy="{sy(100 * r[key]):.1f}" r="2" fill="{color}" '
+                               'opacity="0.35"/>')
             if s["mean"] is None:
                 continue
             if s["ci95"] is not None:
                 y1, y2 = sy(100 * s["lo"]), sy(100 * s["hi"])
-                out.append(f'<line x1="{x:.1f}" y1="{y1:.1f}" x2="{x:.1f}" y2="{y2:.1f}" stroke="{color}" stroke-width="1.5"/>'
+                out.append(f'<line x1="{x:.1f}" y1="{y1:.1f}" x2="{x:.1f}" y2="{y2:.1f}" stroke="{color}" '
+                           'stroke-width="1.5"/>'
                            f'<line x1="{x - 4:.1f}" y1="{y1:.1f}" x2="{x + 4:.1f}" y2="{y1:.1f}" stroke="{color}"/>'
                            f'<line x1="{x - 4:.1f}" y1="{y2:.1f}" x2="{x + 4:.1f}" y2="{y2:.1f}" stroke="{color}"/>')
             out.append(f'<circle cx="{x:.1f}" cy="{sy(100 * s["mean"]):.1f}" r="3.5" fill="{color}">'

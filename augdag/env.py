@@ -40,14 +40,15 @@ def tune_malloc() -> bool:
 
     torch allocates and frees a buffer for every op's output. glibc serves buffers above its mmap threshold
     (at most 32 MiB) with fresh mmaps and returns them on free, and trims its heaps' free tops: every such
-    buffer costs page faults and zeroing again. The evaluate stage (EfficientNet-Lite0 over the test set and
-    its FGSM/PGD batches) took 9.3 million page faults and 46 s in a stage thread, 6-7 million and 42 s in the
-    main thread. With one arena (all threads on the main heap), no mmaps and trimming only above 1 GiB of free
-    top: 0.56 million faults and 31 s, peak RSS unchanged (2.7 GB); see README "Benchmarks".
+    buffer costs page faults and zeroing again, and a stage thread (with an arena of its own) pays far more
+    of them than the main thread. One arena (all threads on the main heap), no mmaps and trimming only above
+    1 GiB of free top remove most of those faults and the time they cost, without raising the evaluate
+    stage's peak RSS (figures: bench/RESULTS.md, "Performance benchmarks", and docs/decisions.md, "Threads, the
+    allocator and the garbage collector").
 
     The cost: memory freed inside a stage stays mapped until the stage ends (`release_free_memory`), so a
-    stage's peak can exceed what it holds alive at once (+0.1 GiB at both sizes of bench/memory.py). Left alone where the user set glibc's malloc variables (MALLOC_*_,
-    GLIBC_TUNABLES) or AUGDAG_MALLOC=default."""
+    stage's peak can exceed what it holds alive at once. Left alone where the user set glibc's malloc
+    variables (MALLOC_*_, GLIBC_TUNABLES) or AUGDAG_MALLOC=default."""
     global _malloc_tuned
     if _malloc_tuned is not None:
         return _malloc_tuned
@@ -107,9 +108,10 @@ _frozen_lock = threading.Lock()
 def frozen_heap():
     """Leave the objects alive when the block starts out of the cyclic GC's full collections while it runs.
 
-    After `import torch, pandas, prefect` a process holds ~650,000 GC-tracked objects, and a full (generation-2)
-    collection walks them all: 0.5 s each, at times several in one stage (a traditional chunk of 5,000 28x28
-    samples took 0.75 s, or 1.3 s when one fell inside it). `gc.freeze()` moves those objects to the permanent
+    After `import torch, pandas, prefect` a process holds hundreds of thousands of GC-tracked objects, and a
+    full (generation-2) collection walks them all, at times several in one stage, so a chunk that a collection
+    falls inside takes much longer than one it misses (figures: docs/decisions.md, "Threads, the allocator and
+    the garbage collector"). `gc.freeze()` moves those objects to the permanent
     generation, so collections during the block see only what the block made; `gc.unfreeze()` at the end gives
     them back, so garbage among them is still collected afterwards. Nestable and thread-safe (the flow runs
     branches concurrently): each entry freezes what is alive then, the last exit unfreezes. Only the GC's

@@ -3,10 +3,10 @@
 The model is a small conditional VAE (Kingma & Welling 2014; Sohn et al. 2015). Why a VAE: it
 trains stably from the first step on 20 images per class and its samples keep the class shape
 (blurrier than a GAN's). A conditional GAN was not measured: with so few images its discriminator
-tends to memorise the set quickly, and each GAN step costs about twice a VAE step on CPU. On the Fashion-MNIST 20-per-class split, its default
-configuration (1500 steps) gives samples that a reference MLP trained on other real images assigns
-to their intended class about as often as it does the real training images (0.88 vs 0.875); a
-deeper upsampling decoder was about three times slower per step and worse (0.81 after 1000 steps).
+tends to memorise the set quickly, and each GAN step costs about twice a VAE step on CPU. Its default
+configuration gives samples that a reference MLP trained on other real images assigns to their
+intended class about as often as the real training images, and a deeper upsampling decoder was
+slower per step and worse (figures: docs/decisions.md, "A VAE, not a GAN").
 
 Any square size from 8 to 256 pixels works: images are zero-padded to a multiple of 4 for the two
 stride-2 stages, the loss is taken on the real pixels only, and samples are cropped back.
@@ -14,15 +14,15 @@ stride-2 stages, the loss is taken on the real pixels only, and samples are crop
 Checkpoints are safetensors with one JSON metadata key (a multi-key map is written in per-process
 hash order), so the same training gives the same bytes, and its sha256 is the hash in lineage.
 Sampling draws the latent from `PCG64(latent_seed)`. `sample` decodes one image (replay uses it);
-`sample_batch` decodes up to `SAMPLE_CHUNK` (256) at a time, about 4-6x cheaper per image on one CPU
-thread, and must give each image `sample`'s bytes. Measured on CPU (torch 2.14.1, MKL 2024.2,
-oneDNN 3.12, AVX2): the decoder's linear layer as a batch of one-row products (`baddbmm`, MKL's
+`sample_batch` decodes up to `SAMPLE_CHUNK` (256) at a time, much cheaper per image than one at a
+time, and must give each image `sample`'s bytes. On CPU (the builds are in docs/decisions.md, "A VAE,
+not a GAN"): the decoder's linear layer as a batch of one-row products (`baddbmm`, MKL's
 SGEMM_BATCH) equals the one-row `addmm` bit for bit, where one k-row matrix product does not (last
 bits); the transposed convolutions (oneDNN, fed channels_last to skip layout copies) give each image
 the same result at any batch size at 1 thread, but at 2 or more threads oneDNN blocks the work by
 batch size and thread count, and some batch sizes differ in the last bits (at 2 threads: odd sizes
 for most shapes, every size for some); and torch's vectorised sigmoid differs from its scalar tail
-in about 4% of values, so `_to_uint8` gives every image `sample`'s vector/scalar positions. Hence
+in some values, so `_to_uint8` gives every image `sample`'s vector/scalar positions. Hence
 each chunk's first and last image are compared with `sample`'s decoder (float logits, bit for bit)
 and a (batch size, thread count) that fails once is decoded one image at a time from then on
 (`Generator.batch_checks`), with a warning. The bytes are promised at the same thread count (and
@@ -61,7 +61,8 @@ def _padded(size: int) -> int:
 class CVAE(nn.Module):
     def __init__(self, channels: int, size: int, n_classes: int, latent_dim: int, width: int):
         super().__init__()
-        self.channels, self.size, self.n_classes, self.latent_dim, self.width = channels, size, n_classes, latent_dim, width
+        self.channels, self.size, self.n_classes = channels, size, n_classes
+        self.latent_dim, self.width = latent_dim, width
         self.padded = _padded(size)
         s4, w2 = self.padded // 4, width * 2
         self.enc = nn.Sequential(
@@ -179,7 +180,8 @@ def _check_meta(meta, path: Path) -> None:
         raise ModelError(f"{path}: no augdag generator metadata ('{META_KEY}' with kind {KIND!r}); "
                          "not an augdag generator checkpoint")
     if meta.get("version") != FORMAT_VERSION:
-        raise ModelError(f"{path}: generator format version {meta.get('version')!r}; this augdag reads {FORMAT_VERSION}")
+        raise ModelError(f"{path}: generator format version {meta.get('version')!r}; "
+                         f"this augdag reads {FORMAT_VERSION}")
     limits = {"channels": (1, 3), "size": (MIN_SIZE, MAX_SIZE), "n_classes": (1, MAX_CLASSES),
               "latent_dim": (2, 512), "width": (4, 256)}
     for key, (lo, hi) in limits.items():

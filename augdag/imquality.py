@@ -137,7 +137,7 @@ def _sse_kernel(c: int):
 @jit.specialised
 def _ssim_kernel(c: int):
     """SSIM of c-channel uint8 images in one pass per image (the channel count is a compile-time constant: the
-    horizontal window steps by c, and a run-time stride made the pass 2x slower)."""
+    horizontal window steps by c, and a stride read at run time makes the pass much slower)."""
 
     @jit.njit
     def ssim_u8(a, b, mask, use_mask, k, out):  # pragma: no cover (compiled)
@@ -301,7 +301,7 @@ def _planes(arr: np.ndarray) -> torch.Tensor:
 
 class _Workspace:
     """Buffers reused from chunk to chunk: a fresh multi-megabyte tensor for every elementwise op
-    costs page faults (profiled: out-of-place adds took ~2.5x as long as into reused buffers)."""
+    costs page faults, which make out-of-place adds much slower than adds into reused buffers."""
 
     def __init__(self):
         self._bufs: dict[str, torch.Tensor] = {}

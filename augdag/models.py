@@ -110,7 +110,8 @@ def build_model(name: str, num_classes: int, pretrained: bool = True) -> nn.Modu
 
         arch = name[12:]
         if arch not in torchvision.models.list_models():
-            raise ModelError(f"model {name!r}: {arch!r} is not a torchvision model; see torchvision.models.list_models()")
+            raise ModelError(f"model {name!r}: {arch!r} is not a torchvision model; "
+                             "see torchvision.models.list_models()")
         try:
             model = torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None)
         except _network_errors() as e:

@@ -36,8 +36,8 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 
 
 # --- compiled kernels (augdag.jit) for the batch's conversions and the colour jitter ------------------------------
-# torch ran these as a dozen whole-batch passes each (at 224x224x3: 0.37 ms an image to convert in and out, 0.87 ms
-# for the jitter); a kernel touches each value once or twice. The conversions give torch's bytes exactly (x / 255 and
+# torch ran these as a dozen whole-batch passes each, where a kernel touches each value once or twice (figures:
+# bench/RESULTS.md, "Performance benchmarks"). The conversions give torch's bytes exactly (x / 255 and
 # round(clamp(x, 0, 1) * 255), both single IEEE float32 operations; tests/test_ops.py checks every uint8 value).
 
 
@@ -90,7 +90,8 @@ def _jitter_kernel(c: int):
             src = t[i].ravel()
             dst = out[i].ravel()
             rb, rc, rs = np.float32(factors[i, 0]), np.float32(factors[i, 1]), np.float32(factors[i, 2])
-            ac, as_ = np.float32(1.0 - factors[i, 1]), np.float32(1.0 - factors[i, 2])  # 1 - r in float64, as torchvision
+            # 1 - r in float64, as torchvision
+            ac, as_ = np.float32(1.0 - factors[i, 1]), np.float32(1.0 - factors[i, 2])
             for j in range(c * hw):  # brightness: blend with black
                 dst[j] = min(max(src[j] * rb, zero), one)
             # contrast's mean grey (one channel: the image's mean), in float64, four running sums in a fixed order
@@ -237,8 +238,8 @@ def _warp(t: torch.Tensor, matrices: list[list[float]]) -> torch.Tensor:
     grid with a matrix product (MKL's sgemm here), whose rounding depends on the BLAS build and the CPU it picks a
     kernel for; this grid is the same for one image or a batch, on any machine. The fill is torchvision's too: the
     resampled image is multiplied by what a plane of ones resamples to, so pixels that draw partly from outside
-    fade to 0. A compiled kernel (_grid_kernel) forms the grid and that mask in one pass (torch took three: 0.2 ms
-    of 0.45 an image at 224x224x3); grid_sample resamples the image.
+    fade to 0. A compiled kernel (_grid_kernel) forms the grid and that mask in one pass, where torch took three
+    (a large share of the warp's time); grid_sample resamples the image.
     """
     n, _, h, w = t.shape
     xs, ys = _centres(h, w)
@@ -478,6 +479,7 @@ def apply_batch(images: np.ndarray, applied: list[list[dict]]) -> np.ndarray:
             for k, name in enumerate(names):
                 op, ps = OPS[name], [applied[i][k] for i in batched]
                 batch_fn = getattr(op, "apply_batch", None)
-                t = batch_fn(t, ps) if batch_fn is not None else torch.stack([op.apply(img, p) for img, p in zip(t, ps)])
+                t = (batch_fn(t, ps) if batch_fn is not None
+                     else torch.stack([op.apply(img, p) for img, p in zip(t, ps)]))
             out[batched] = _to_pixels(t)
     return out

@@ -70,7 +70,8 @@ class BranchPlan(_Strict):
 
 
 class StrategyParams(_Strict):
-    """Defaults: every branch on, chosen on validation accuracy by `augdag compare` (README, issue 5)."""
+    """Defaults: every branch on, chosen on validation accuracy by `augdag compare` (docs/compare.md; figures in
+    bench/RESULTS.md, "Strategy comparison")."""
 
     traditional: BranchPlan = BranchPlan(enabled=True, multiplier=1)
     mix: BranchPlan = BranchPlan(enabled=True, multiplier=1)
@@ -190,7 +191,8 @@ class GenerativeParams(_Strict):
 
     backend: Literal["vae", "diffusers"] = "vae"
     model: GeneratorConfig = GeneratorConfig()
-    checkpoint: str | None = Field(default=None, description="an augdag generator .safetensors to use instead of training")
+    checkpoint: str | None = Field(default=None,
+                                   description="an augdag generator .safetensors to use instead of training")
     diffusers: DiffusersParams = DiffusersParams()
 
     @model_validator(mode="after")
@@ -205,8 +207,10 @@ class BranchThresholds(_Strict):
 
     psnr: float | None = Field(default=None, ge=0.0, le=100.0, description="dB, against the (aligned) source")
     ssim: float | None = Field(default=None, ge=-1.0, le=1.0, description="against the (aligned) source")
-    in_frame: float | None = Field(default=None, ge=0.0, le=1.0, description="share of the frame still showing the source")
-    label_prob: float | None = Field(default=None, ge=0.0, le=1.0, description="reference classifier's probability of the label")
+    in_frame: float | None = Field(default=None, ge=0.0, le=1.0,
+                                   description="share of the frame still showing the source")
+    label_prob: float | None = Field(default=None, ge=0.0, le=1.0,
+                                     description="reference classifier's probability of the label")
 
 
 LABEL_PROB = 0.1
@@ -237,8 +241,8 @@ CheckMode = Literal["filter", "warn", "fail", "off"]
 class QualityParams(_Strict):
     thresholds: GateThresholds = GateThresholds()
     outlier: OutlierParams = OutlierParams()
-    # Default: the filter checks score and warn but keep every sample. Gating all three branches cost
-    # validation accuracy on the default dataset (79.3 % ungated vs 75.3 % gated, `augdag compare`, README).
+    # Default: the filter checks score and warn but keep every sample, because gating all three branches cost
+    # validation accuracy on the default dataset (docs/decisions.md, "The gate's defaults").
     modes: dict[str, CheckMode] = Field(
         default_factory=lambda: {"psnr": "warn", "ssim": "warn", "label_consistency": "warn", "outlier": "warn"},
         description="check name (meta.name in expectations/*.json) -> filter | warn | fail | off; "
@@ -255,7 +259,8 @@ class QualityParams(_Strict):
 
 class MergeParams(_Strict):
     class_balance: float = Field(default=2.0, ge=1.0, le=1000.0,
-                                 description="warn when a class's sampling mass is off 1/classes by more than this factor")
+                                 description="warn when a class's sampling mass is off 1/classes by more than "
+                                             "this factor")
     augmented_share: Range(0.0, 1.0) = Field(default=(0.0, 0.95), description="[min, max] share of augmented samples")
     weights: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"raw": 1.0, "traditional": 1.0, "mix": 1.0, "generative": 1.0},
@@ -272,7 +277,8 @@ class MergeParams(_Strict):
             raise ValueError(f"extra_sources names {clash} clash with the built-in sources {list(SOURCES)}")
         unknown = sorted(set(self.weights) - set(SOURCES) - set(self.extra_sources))
         if unknown:
-            raise ValueError(f"weights for unknown sources {unknown}; allowed: {list(SOURCES) + sorted(self.extra_sources)}")
+            raise ValueError(f"weights for unknown sources {unknown}; "
+                             f"allowed: {list(SOURCES) + sorted(self.extra_sources)}")
         return self
 
 
@@ -284,7 +290,7 @@ class SamplingParams(_Strict):
     moves each source's weight by eta * (feedback - mean feedback), floored at w_min, then normalised.
     The feedback is the cosine between the gradient of the validation loss and the gradient of the
     training loss on a batch of that source: a first-order estimate of how much a step on that source
-    lowers validation loss (see README, "Dynamic source weights")."""
+    lowers validation loss (see docs/finetune.md, "Source weights")."""
 
     mode: Literal["static", "uniform", "dynamic"] = "static"
     every: int = Field(default=19, ge=1, description="steps between weight updates (dynamic)")
@@ -351,7 +357,8 @@ class RunnerParams(_Strict):
     kind: Literal["local", "dask"] = Field(
         default="local", description="local: threads in this process | dask: Prefect tasks on Dask (prefect-dask)")
     address: str | None = Field(
-        default=None, description="a running Dask scheduler, e.g. tcp://10.0.0.5:8786; null = a LocalCluster for the run")
+        default=None,
+        description="a running Dask scheduler, e.g. tcp://10.0.0.5:8786; null = a LocalCluster for the run")
     n_workers: int = Field(default=2, ge=1, le=1024, description="LocalCluster worker processes (address null)")
     chunk_size: int = Field(default=512, ge=1, le=1_000_000, description="samples per shard task of a branch")
 
@@ -359,7 +366,7 @@ class RunnerParams(_Strict):
 class Params(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**63)
     modality: Literal["image", "text"] = Field(
-        default="image", description="image: the image sections below | text: the `text` section (issue 8)")
+        default="image", description="image: the image sections below | text: the `text` section (docs/text.md)")
     runner: RunnerParams = RunnerParams()
     ingest: IngestParams = IngestParams()
     strategy: StrategyParams = StrategyParams()

@@ -2,9 +2,9 @@
 `augdag server` (flows/serve.py) shares.
 
 Without PREFECT_API_URL, Prefect starts a temporary API server the first time a flow needs one: it imports
-its server package (~2.5 s here) in the flow's process, launches uvicorn, and waits for it (~7 s: the
-server process imports the same package, then checks the database). Only then does the flow's first task
-start, ~10 s after the flow is called, on top of the ~5 s the flow's own imports took. `temporary_server()`
+its server package in the flow's process, launches uvicorn, and waits for it (the server process imports
+the same package, then checks the database). Only then does the flow's first task start, seconds after the
+flow's own imports finished (figures: bench/RESULTS.md, "Performance benchmarks"). `temporary_server()`
 launches the same server (same command, same environment as Prefect's `SubprocessASGIServer`: UI off,
 ephemeral mode, the caller's settings) before the flow's modules are imported, so the server boots on one
 core while the caller imports on the other, and points Prefect's settings at it for the block. Runs,
@@ -82,7 +82,8 @@ def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, what: str, po
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            hint = " (3: uvicorn could not start the app: port taken, database unreachable...)" if proc.returncode == 3 else ""
+            hint = (" (3: uvicorn could not start the app: port taken, database unreachable...)"
+                    if proc.returncode == 3 else "")
             raise AugdagError(f"{what} exited with status {proc.returncode}{hint} while starting; its output is "
                               f"above (command: {' '.join(map(str, proc.args))})")
         try:

@@ -42,9 +42,9 @@ class _State(np.random.bit_generator.ISeedSequence):
 
 
 def generators(seeds) -> list[np.random.Generator]:
-    """`[np.random.Generator(np.random.PCG64(s)) for s in seeds]`: the same streams, about 6x faster.
+    """`[np.random.Generator(np.random.PCG64(s)) for s in seeds]`: the same streams, built faster.
 
-    numpy builds a SeedSequence per seed in Python (a third of a traditional sample's cost at 28x28); this runs
+    numpy builds a SeedSequence per seed in Python (a large share of a traditional sample's cost at 28x28); this runs
     SeedSequence's hashing once over all seeds as uint32 arrays (seeds in [0, 2**64), one or two 32-bit words of
     entropy, pool size 4), then hands each PCG64 its four state words. tests/test_seeding.py checks the states.
     """

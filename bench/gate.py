@@ -86,8 +86,8 @@ def main(argv=None):
           f"set per row, torch's default here: {torch.get_num_threads()}); numpy {np.__version__}; "
           f"best of {args.repeats} repeats, wall clock")
     print()
-    head = f"{'N':>6} {'image':>11} {'input':>7} {'threads':>7} {'batched s':>10} {'skimage s':>10} {'ratio':>7} {'>=10x':>6} " \
-           f"{'max|dPSNR|':>11} {'max|dSSIM|':>11}"
+    head = f"{'N':>6} {'image':>11} {'input':>7} {'threads':>7} {'batched s':>10} {'skimage s':>10} " \
+           f"{'ratio':>7} {'>=10x':>6} {'max|dPSNR|':>11} {'max|dSSIM|':>11}"
     print(head)
     print("-" * len(head))
     for n, h, w, c in CASES:

@@ -8,7 +8,8 @@ record from the folder exactly as a compare run reads it, and writes it to OUT/r
 `augdag compare --out OUT` then finds it instead of running it again.
 
     .venv/bin/python bench/import_runs.py --to bench/out_compare \\
-        bench/out2:traditional_gate=traditional bench/out_trivial:none:'{"finetune":{"online_augment":"trivial_augment_wide"}}'=trivial_augment_wide
+        bench/out2:traditional_gate=traditional \\
+        bench/out_trivial:none:'{"finetune":{"online_augment":"trivial_augment_wide"}}'=trivial_augment_wide
 
 Each source is DIR:BENCH_STRATEGY[:EXTRA_JSON]=COMPARISON_STRATEGY.
 """

@@ -12,8 +12,9 @@ in, git + DVC initialised), each run in its own process:
   see flows/pipeline.in_own_thread).
 - flow: what `augdag run` does: Prefect's temporary local server (PREFECT_API_URL is removed from the
   child's environment) launched by `augdag.prefect_server.temporary_server` before the flow's modules
-  import, then `augdag.flows.pipeline.run_pipeline(root, workers=...)`: one task per stage, the three branches concurrently, per stage a DVC
-  status check before and a `dvc commit` after, markdown/table artifacts. The branches' chunks run
+  import, then `augdag.flows.pipeline.run_pipeline(root, workers=...)`: one task per stage, the three
+  branches concurrently, per stage a DVC status check before and a `dvc commit` after, markdown/table
+  artifacts. The branches' chunks run
   where params.yaml's `runner` says (where the project has that section; local threads by default;
   the direct route always uses threads, so compare with runner.kind local).
 

@@ -54,15 +54,16 @@ def main() -> None:
             r = run_one(out, strategy, seed, json.loads(args.extra), args.resume)
             with done.open("a") as f:
                 f.write(json.dumps(r) + "\n")
-            print(f"{strategy:>15} seed {seed}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} ({r['seconds']} s)",
-                  flush=True)
+            print(f"{strategy:>15} seed {seed}: accuracy {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f} "
+                  f"({r['seconds']} s)", flush=True)
             rows.append(r)
     (out / "seeds.json").write_text(json.dumps(rows, indent=2))
     chosen = [r for s in args.strategies for r in rows if r["strategy"] == s and r["seed"] in args.seeds]
     compare.write_outputs(out, [{"test_accuracy": r["accuracy"], "val_accuracy": None, "params_hash": "", **r}
                                 for r in chosen])
     base = {r["seed"]: r["accuracy"] * 100 for r in rows if r["strategy"] == "none"}
-    print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) | vs none, paired (seeds better) | per seed |")
+    print("\n| strategy | test accuracy (mean ± std) | macro-F1 (mean ± std) "
+          "| vs none, paired (seeds better) | per seed |")
     print("|---|---|---|---|---|")
     for strategy in args.strategies:
         acc = [r["accuracy"] * 100 for r in rows if r["strategy"] == strategy and r["seed"] in args.seeds]

@@ -117,8 +117,9 @@ def in_own_thread(thread_name: str, fn, *args):
     so stage logs reach the run). torch's OpenMP keeps a pool of worker threads per thread that ran a parallel
     op, for as long as that thread lives; the task runner's threads live for the whole flow, and once more
     pool threads exist than cores, OpenMP stops spinning between ops and its workers sleep and wake at every
-    op: the fine-tune ran 1.3-1.5x slower in a task-runner thread after another thread had used torch
-    (see bench/prefect_overhead.py). A thread per stage frees its pool when the stage ends."""
+    op, so a stage that uses torch in a task-runner thread after another thread has used it runs markedly
+    slower (bench/prefect_overhead.py; docs/decisions.md). A thread per stage frees its pool when the stage
+    ends."""
     ctx = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name) as one:
         return one.submit(ctx.run, fn, *args).result()

@@ -17,8 +17,8 @@ from types import ModuleType
 
 from augdag.layout import EXPECTATIONS, out_dir
 
-__all__ = ["DAG", "EXPECTATIONS", "SAMPLE_STAGES", "STAGES", "UPSTREAM", "Stage", "chain", "find", "is_text_run", "module",
-           "out_dir", "replay", "run_stage"]
+__all__ = ["DAG", "EXPECTATIONS", "SAMPLE_STAGES", "STAGES", "UPSTREAM", "Stage", "chain", "find", "is_text_run",
+           "module", "out_dir", "replay", "run_stage"]
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,14 @@ OLD_BENCH = {
                                  "quality": {"modes": {"psnr": "off", "ssim": "off", "label_consistency": "off"}}},
     "mixup_offline_nogate": {"strategy": {"traditional": {"enabled": False}, "mix": {"enabled": True, "multiplier": 1}},
                              "mix": {"mode": "mixup"}, "quality": {"modes": OFF4}},
-    "cutmix_offline_nogate": {"strategy": {"traditional": {"enabled": False}, "mix": {"enabled": True, "multiplier": 1}},
+    "cutmix_offline_nogate": {"strategy": {"traditional": {"enabled": False},
+                                           "mix": {"enabled": True, "multiplier": 1}},
                               "mix": {"mode": "cutmix"}, "quality": {"modes": OFF4}},
-    "generative_nogate": {"strategy": {"traditional": {"enabled": False}, "generative": {"enabled": True, "multiplier": 1}},
+    "generative_nogate": {"strategy": {"traditional": {"enabled": False},
+                                       "generative": {"enabled": True, "multiplier": 1}},
                           "quality": {"modes": OFF4}},
-    "all_nogate": {"strategy": {"traditional": {"enabled": True, "multiplier": 1}, "mix": {"enabled": True, "multiplier": 1},
+    "all_nogate": {"strategy": {"traditional": {"enabled": True, "multiplier": 1},
+                                "mix": {"enabled": True, "multiplier": 1},
                                 "generative": {"enabled": True, "multiplier": 1}}, "quality": {"modes": OFF4}},
 }
 
@@ -133,7 +136,8 @@ def test_resolve_hashes_like_old_bench_resolution(name):
 
 
 def test_comparison_strategies_pin_what_they_mean():
-    assert compare.COMPARISON == ["none", "traditional", "mix", "generative", "all", "all_nogate", "trivial_augment_wide"]
+    assert compare.COMPARISON == ["none", "traditional", "mix", "generative", "all", "all_nogate",
+                                  "trivial_augment_wide"]
     assert set(OLD_BENCH) <= set(compare.STRATEGIES)
     # a params.yaml that turns everything on: each strategy still means what its name says
     base = {"strategy": {b: {"enabled": True, "multiplier": 3} for b in ("traditional", "mix", "generative")},
@@ -361,7 +365,8 @@ def test_compare_flow_end_to_end(tmp_path, prefect_server, capsys):
 
     arts = asyncio.run(artifacts())
     kinds = {a.key: a.type for a in arts}
-    assert kinds == {"augdag-compare": "markdown", "augdag-compare-table": "table", "augdag-compare-progress": "progress"}
+    assert kinds == {"augdag-compare": "markdown", "augdag-compare-table": "table",
+                     "augdag-compare-progress": "progress"}
     assert all(a.data == 100.0 for a in arts if a.type == "progress")
     assert any("comparison.html" in a.data and "| none |" in a.data for a in arts if a.type == "markdown")
 

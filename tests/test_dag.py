@@ -93,7 +93,8 @@ def test_dvc_yaml_declares_the_dags_stages_in_order_with_their_commands():
 
 
 def test_every_stage_reads_its_upstream_outputs_and_only_those_of_its_ancestors():
-    outs = {name: [o for o in s.get("outs", []) + s.get("metrics", []) if isinstance(o, str)] for name, s in DVC.items()}
+    outs = {name: [o for o in s.get("outs", []) + s.get("metrics", []) if isinstance(o, str)]
+            for name, s in DVC.items()}
 
     def ancestors(name):
         found = set()

@@ -256,7 +256,8 @@ def test_sigkill_inside_the_fallback_two_step_publish_is_repaired(baseline, tmp_
     p = stage(proj, "traditional", fault="no-exchange,swap:traditional=kill")
     assert p.proc.exitcode == KILLED
     # The last output moved aside and the complete new one not yet renamed into place:
-    assert not out.exists() and [q.name.split("-")[0] for q in leftovers(out)] == [".traditional.old", ".traditional.tmp"]
+    assert not out.exists()
+    assert [q.name.split("-")[0] for q in leftovers(out)] == [".traditional.old", ".traditional.tmp"]
     # A reader now gets a clear "not found", never a partial folder:
     from augdag.errors import DataError
     from augdag.storage import StageData

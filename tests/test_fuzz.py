@@ -164,8 +164,8 @@ def _stage_folder(folder: Path, n: int = 6) -> pd.DataFrame:
 MUTATIONS = {
     "drop column": lambda t, c, v: t.drop_columns([c]),
     "strings": lambda t, c, v: t.set_column(t.schema.get_field_index(c), c, pa.array([str(v)] * t.num_rows)),
-    "floats": lambda t, c, v: t.set_column(t.schema.get_field_index(c), c,
-                                           pa.array([float(v) if isinstance(v, (int, float)) else math.nan] * t.num_rows)),
+    "floats": lambda t, c, v: t.set_column(
+        t.schema.get_field_index(c), c, pa.array([float(v) if isinstance(v, (int, float)) else math.nan] * t.num_rows)),
     "nulls": lambda t, c, v: t.set_column(t.schema.get_field_index(c), c, pa.nulls(t.num_rows, t.schema.field(c).type)),
     "duplicate": lambda t, c, v: t.append_column(c, t.column(c)),
 }

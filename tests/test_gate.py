@@ -117,7 +117,8 @@ def test_gate_filters_noisy_samples_and_records_why(project):
     root, over = project
     p = _with(over, quality={"outlier": {"score": {"traditional": None, "mix": None}}})
     summary = run_stage("quality", p, root)
-    kept, rejected = read_manifest(root / "data" / "quality"), read_manifest(root / "data" / "quality", "rejected.parquet")
+    kept = read_manifest(root / "data" / "quality")
+    rejected = read_manifest(root / "data" / "quality", "rejected.parquet")
     trad = read_manifest(root / "data" / "traditional")
     noisy = {sid for sid, q in zip(trad.sample_id, trad.op_params)
              if any(o["op"] == "gaussian_noise" for o in json.loads(q)["ops"])}
@@ -355,7 +356,8 @@ def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project, monke
         p = p.model_copy(update={"quality": p.quality.model_copy(update={"chunk_rows": chunk_rows})})
         run_stage("quality", p, root)
         got[chunk_rows] = (read_manifest(out), read_manifest(out, "rejected.parquet"),
-                           json.loads((out / "summary.json").read_text()), sorted(p.name for p in results.glob("*.json")))
+                           json.loads((out / "summary.json").read_text()),
+                           sorted(p.name for p in results.glob("*.json")))
     (k1, r1, s1, files1), (k8, r8, s8, files8) = got[51_200], got[8]
     assert len(r1) and len(k1), "the project's gate filters some rows and keeps others"
     pd.testing.assert_frame_equal(k1, k8)
@@ -409,7 +411,8 @@ def test_split_checks_puts_aggregates_and_uniqueness_on_the_whole_set():
     from augdag.tasks.ingest import EXPECTATIONS
 
     split = gx.split_checks(EXPECTATIONS / "merged.json")
-    assert set(split.set_wide) == {"expect_column_values_to_be_unique:sample_id", "augmented_share", "weights_sum_to_one"}
+    assert set(split.set_wide) == {"expect_column_values_to_be_unique:sample_id", "augmented_share",
+                                   "weights_sum_to_one"}
     assert split.set_columns == ["sample_id", "augmented", "weight"]
     assert "merged_soft_label_sum" in split.row_wise and "expect_column_to_exist:shard" in split.row_wise
     assert len(split.row_wise) + len(split.set_wide) == len(gx.check_names(EXPECTATIONS / "merged.json"))
@@ -429,7 +432,8 @@ def test_merged_checks_in_chunks_see_the_whole_set(tmp_path):
     assert not (results / "merged.part009.json").exists()
     chunked = check_merged(p, tmp_path / "m.parquet", 2, results, chunk_rows=3)
     assert chunked == whole and whole["augmented_share"] == 0.5 and not whole["warned"]
-    assert {"weights_sum_to_one", "expect_column_values_to_be_unique:sample_id", "class_balance"} <= set(whole["passed"])
+    assert {"weights_sum_to_one", "expect_column_values_to_be_unique:sample_id",
+            "class_balance"} <= set(whole["passed"])
     names = sorted(f.name for f in results.glob("merged*.json"))
     assert names == ["merged.json"] + [f"merged.part{i:03d}.json" for i in range(1, 7)] + [
         "merged.set.json", "merged_classes.json"]

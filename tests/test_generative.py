@@ -62,7 +62,8 @@ def dark_bright_rgb(n_per_class=12, size=18):
     """3 classes of colour noise around mean brightness 40 / 128 / 215, at a size not divisible by 4."""
     g = np.random.default_rng(1)
     means = (40, 128, 215)
-    imgs = [np.clip(g.normal(m, 15, (size, size, 3)), 0, 255).astype(np.uint8) for m in means for _ in range(n_per_class)]
+    imgs = [np.clip(g.normal(m, 15, (size, size, 3)), 0, 255).astype(np.uint8)
+            for m in means for _ in range(n_per_class)]
     return np.stack(imgs), np.repeat(np.arange(3), n_per_class), means
 
 

@@ -195,7 +195,8 @@ def test_preprocess_matches_manual_formula():
     assert torch.allclose(preprocess(img, 64), (ref - 0.5) / 0.5, atol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(1, 8, 8, 3), torch.zeros(1, 8, 8, 4, dtype=torch.uint8), torch.zeros(8, 8, 3, dtype=torch.uint8)])
+@pytest.mark.parametrize("bad", [torch.zeros(1, 8, 8, 3), torch.zeros(1, 8, 8, 4, dtype=torch.uint8),
+                                 torch.zeros(8, 8, 3, dtype=torch.uint8)])
 def test_preprocess_rejects_bad_input(bad):
     with pytest.raises(ModelError, match="uint8 tensor N×H×W×C with C = 1 or 3"):
         preprocess(bad, 16)

@@ -65,7 +65,8 @@ def test_hflip_is_exact_and_geometry_ranges_hold():
     img = image()
     np.testing.assert_array_equal(ops.apply(img, [{"op": "hflip"}]), img[:, ::-1])
     for s in range(50):
-        (rot,) = ops.make_params(OpsParams(**{n: {"p": 1.0 if n == "rotation" else 0.0} for n in OpsParams.model_fields}), s, 28, 28)
+        (rot,) = ops.make_params(OpsParams(**{n: {"p": 1.0 if n == "rotation" else 0.0}
+                                              for n in OpsParams.model_fields}), s, 28, 28)
         assert -15.0 <= rot["angle"] <= 15.0
     with pytest.raises(ValueError, match="unknown op"):
         ops.apply(img, [{"op": "sharpen"}])
@@ -138,7 +139,8 @@ def test_rotation_and_affine_match_torchvisions_kernel_to_one_level(size, channe
     for img in images:
         t = ops.to_tensor(img)
         rot = {"op": "rotation", "angle": float(g.uniform(-15, 15))}
-        aff = {"op": "affine", "tx": int(g.integers(-3, 4)), "ty": int(g.integers(-3, 4)), "scale": float(g.uniform(0.9, 1.1))}
+        aff = {"op": "affine", "tx": int(g.integers(-3, 4)), "ty": int(g.integers(-3, 4)),
+               "scale": float(g.uniform(0.9, 1.1))}
         for p, ref in ((rot, F.rotate(t, rot["angle"], interpolation=bilinear, fill=0.0)),
                        (aff, F.affine(t, angle=0.0, translate=[aff["tx"], aff["ty"]], scale=aff["scale"],
                                       shear=[0.0, 0.0], interpolation=bilinear, fill=0.0))):

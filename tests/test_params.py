@@ -12,7 +12,8 @@ def test_repo_params_file_is_valid_and_matches_defaults():
 
 @pytest.mark.parametrize("data, key, fragment", [
     ({"ingest": {"n_per_clas": 5}}, "ingest.n_per_clas", "unknown key"),
-    ({"traditional": {"ops": {"rotation": {"degrees": 400}}}}, "traditional.ops.rotation.degrees = 400", "less than or equal to 180"),
+    ({"traditional": {"ops": {"rotation": {"degrees": 400}}}}, "traditional.ops.rotation.degrees = 400",
+     "less than or equal to 180"),
     ({"traditional": {"ops": {"hflip": {"p": 1.5}}}}, "traditional.ops.hflip.p = 1.5", "less than or equal to 1"),
     ({"traditional": {"ops": {"affine": {"scale": [1.2, 0.9]}}}}, "traditional.ops.affine", "min <= max"),
     ({"ingest": {"channels": 2}}, "ingest.channels = 2", "1 or 3"),

@@ -91,7 +91,8 @@ def folder_project(tmp_path_factory):
         "ingest": {"source": str(data), "image_size": 16},
         "strategy": {"mix": {"enabled": False}, "generative": {"enabled": False}},
         "merge": {"extra_sources": {"web": str(extra)}, "weights": {"web": 0.5}},
-        "finetune": {"pretrained": False, "steps": 4, "eval_every": 2, "image_size": 16, "online_mix": {"enabled": False},
+        "finetune": {"pretrained": False, "steps": 4, "eval_every": 2, "image_size": 16,
+                     "online_mix": {"enabled": False},
                      "sampling": {"mode": "dynamic", "every": 2, "feedback_batch": 4}},
         "evaluate": {"robustness": {"enabled": False}},
     })
@@ -107,7 +108,8 @@ def test_extra_source_folder_joins_the_merged_set(folder_project):
     merged = read_manifest(root / "data" / "merge")
     web = merged[merged.branch == "web"]
     assert len(web) == 2 * len(CLASSES)
-    assert set(web.sample_id) == {f"web/{c}/img{i:02d}.{'jpg' if i % 3 == 0 else 'png'}" for c in CLASSES for i in (0, 1)}
+    assert set(web.sample_id) == {f"web/{c}/img{i:02d}.{'jpg' if i % 3 == 0 else 'png'}"
+                                  for c in CLASSES for i in (0, 1)}
     assert all(src.startswith(str(extra)) for src in web.source) and (web.gate == "not gated").all()
     assert sorted(web.label) == [0, 0, 1, 1, 2, 2]  # each class folder mapped to the raw classes' index
     total = {"raw": 1.0, "traditional": 1.0, "web": 0.5}
@@ -134,7 +136,8 @@ def test_dynamic_finetune_records_its_weight_trajectory_reproducibly(folder_proj
     first = digest()
     with open(root / "data" / "finetune" / "weights.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["step"], r["source"]) for r in rows] == [(st, src) for st in ("0", "2") for src in ("raw", "traditional", "web")]
+    assert [(r["step"], r["source"]) for r in rows] == [(st, src) for st in ("0", "2")
+                                                        for src in ("raw", "traditional", "web")]
     start = {r["source"]: float(r["weight"]) for r in rows if r["step"] == "0"}
     assert start == {"raw": 0.4, "traditional": 0.4, "web": 0.2}  # merge.weights 1 : 1 : 0.5
     assert all(r["feedback"] == "" for r in rows[:3]) and all(-1 <= float(r["feedback"]) <= 1 for r in rows[3:])
@@ -144,7 +147,8 @@ def test_dynamic_finetune_records_its_weight_trajectory_reproducibly(folder_proj
     run_stage("finetune", p, root)
     assert digest() == first
     static = run_stage("finetune", parse_params(deep_merge(over, {"finetune": {"sampling": {"mode": "static"}}})), root)
-    assert static["sampling"]["updates"] == 0 and len((root / "data" / "finetune" / "weights.csv").read_text().splitlines()) == 4
+    assert static["sampling"]["updates"] == 0
+    assert len((root / "data" / "finetune" / "weights.csv").read_text().splitlines()) == 4
     assert digest()["model.safetensors"] != first["model.safetensors"]
 
 

@@ -294,7 +294,8 @@ def test_stage_tables_report_link_and_logs_reach_prefect(served, pipeline_run):
     assert [r["branch"] for r in quality] == ["traditional", "mix", "generative"]
     for r in quality:
         s = summary[r["branch"]]
-        assert (r["in"], r["kept"], r["rejected"], r["pass_rate"]) == (s["in"], s["kept"], s["rejected"], s["pass_rate"])
+        assert ((r["in"], r["kept"], r["rejected"], r["pass_rate"])
+                == (s["in"], s["kept"], s["rejected"], s["pass_rate"]))
         assert r["in"] > 0 and r["kept"] + r["rejected"] == r["in"]
     merge = json.loads(by_key["augdag-merge-table"].data)
     assert merge[0]["source"] == "raw" and abs(sum(r["mass"] for r in merge) - 1.0) < 1e-5

@@ -196,7 +196,8 @@ def test_lookup_and_images_of_read_what_image_reads_in_the_asked_order(tmp_path)
     ids = ["s7", "s0", "s9", "s3", "s7", "s4"]  # across all three shards, out of order, one id twice
     rows = data.lookup(ids, LOOKUP)
     assert list(rows["sample_id"]) == ids
-    assert list(rows["label"]) == [int(i[1:]) % 3 for i in ids] and list(rows["source"]) == [f"f{i[1:]}.png" for i in ids]
+    assert list(rows["label"]) == [int(i[1:]) % 3 for i in ids]
+    assert list(rows["source"]) == [f"f{i[1:]}.png" for i in ids]
     got = data.images_of(rows)
     by_id = m.set_index("sample_id")
     for sid, img in zip(ids, got):

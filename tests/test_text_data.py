@@ -125,7 +125,8 @@ def test_read_text_table_formats(tmp_path, name):
 
 
 def test_read_text_table_other_columns_and_dedupe(tmp_path):
-    rows = [{"review": "Good.", "stars": "pos"}, {"review": "Bad.", "stars": "neg"}, {"review": "Good.", "stars": "pos"}]
+    rows = [{"review": "Good.", "stars": "pos"}, {"review": "Bad.", "stars": "neg"},
+            {"review": "Good.", "stars": "pos"}]
     path = _write(tmp_path / "r.jsonl", rows)
     assert data.read_text_table(path, "review", "stars").text.tolist() == ["Good.", "Bad."]
     assert len(data.read_text_table(path, "review", "stars", dedupe=False)) == 3
@@ -252,7 +253,8 @@ def test_text_ingest_params():
     from augdag.text.params import TextIngestParams
 
     p = TextIngestParams()
-    assert (p.source, p.classes, p.n_per_class, p.n_val_per_class, p.n_test_per_class) == ("rotten-tomatoes", None, 20, 20, 200)
+    assert ((p.source, p.classes, p.n_per_class, p.n_val_per_class, p.n_test_per_class)
+            == ("rotten-tomatoes", None, 20, 20, 200))
     assert TextIngestParams(source="data/reviews.csv.bz2", classes=["neg", "pos"]).classes == ["neg", "pos"]
     with pytest.raises(ValidationError, match=r"must be 'rotten-tomatoes' or a file ending in \.csv"):
         TextIngestParams(source="reviews.txt")

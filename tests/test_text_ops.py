@@ -152,7 +152,8 @@ def test_tfidf_replace_touches_only_low_weight_words(texts, tfidf, syn):
         touched = {e["index"] for e in rec[0]["edits"]}
         for e in rec[0]["edits"]:
             assert e["weight"] == weights[e["old"].lower()] < 0.2 and e["new"].lower() in syn(e["old"])
-        assert [a for i, a in enumerate(src.toks) if i not in touched] == [b for i, b in enumerate(dst.toks) if i not in touched]
+        assert ([a for i, a in enumerate(src.toks) if i not in touched]
+                == [b for i, b in enumerate(dst.toks) if i not in touched])
         n_edits += len(touched)
         # the eligible words above the threshold were all left alone
         assert all(weights[src.toks[i].lower()] < 0.2 for i in touched)
@@ -251,11 +252,13 @@ def test_bad_records_fail_clearly():
     with pytest.raises(ValueError, match="index 9 is out of range"):
         ops.apply(text, [{"op": "delete", "edits": [{"index": 9, "old": "x"}]}])
     with pytest.raises(ValueError, match="deletes every word"):
-        ops.apply(text, [{"op": "delete", "edits": [{"index": i, "old": w} for i, w in enumerate(["A", "fine", "film"])]}])
+        ops.apply(text, [{"op": "delete",
+                          "edits": [{"index": i, "old": w} for i, w in enumerate(["A", "fine", "film"])]}])
     with pytest.raises(ValueError, match="must be a single word"):
         ops.apply(text, [{"op": "synonym", "edits": [{"index": 2, "old": "film", "new": "motion picture"}]}])
     with pytest.raises(ValueError, match="not an insertion point"):
-        ops.apply(text, [{"op": "insert", "edits": [{"index": 0, "word": "good", "source_index": 1, "source": "fine"}]}])
+        ops.apply(text, [{"op": "insert",
+                          "edits": [{"index": 0, "word": "good", "source_index": 1, "source": "fine"}]}])
     with pytest.raises(ValueError, match="must be a list"):
         ops.apply(text, {"op": "swap"})
     with pytest.raises(ValueError, match="needs an 'edits' list"):

@@ -43,7 +43,8 @@ def test_record(para, rec1):
     assert r is not None and r["op"] == "paraphrase"
     assert r["gguf_sha256"] == r["model_sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     assert r["model"] == pp.MODEL_ID
-    assert (r["prompt_id"], r["temperature"], r["top_p"], r["top_k"], r["max_new_tokens"]) == ("fewshot-v1", 0.7, 0.9, 0, 32)
+    assert ((r["prompt_id"], r["temperature"], r["top_p"], r["top_k"], r["max_new_tokens"])
+            == ("fewshot-v1", 0.7, 0.9, 0, 32))
     assert r["seed"] == pp.sample_seed_to_torch(0) == pp.derive_seed(0, "text-paraphrase")
     assert r["output"] and "\n" not in r["output"] and r["output"] == pp.clean(r["raw"])
     assert r["output"].lower() != T1.lower() and r["changes"]

@@ -17,12 +17,14 @@ from helpers import make_project, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate", "report"}
+STAGES = {"ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate",
+          "report"}
 
 
 def _apertium_or_skip():
     if shutil.which("apertium") is None:
-        pytest.skip("apertium is not installed (make setup installs it as root: apt-get install apertium apertium-eng-spa)")
+        pytest.skip("apertium is not installed (make setup installs it as root: "
+                    "apt-get install apertium apertium-eng-spa)")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ def test_ingest_a_csv_split_and_suites(tmp_path):
     summary = run_stage("ingest", p, tmp_path / "proj")
     assert summary == {"classes": 2, "modality": "text", "train": 6, "val": 4, "test": 8}
     m = read_manifest(tmp_path / "proj" / "data" / "ingest")
-    assert json.loads((tmp_path / "proj" / "data" / "ingest" / "classes.json").read_text()) == {"classes": ["neg", "pos"]}
+    classes = json.loads((tmp_path / "proj" / "data" / "ingest" / "classes.json").read_text())
+    assert classes == {"classes": ["neg", "pos"]}
     assert m.text.str.contains("indeed").all() and set(m.branch) == {"raw"}
     # labels follow the class list; every text is in exactly one split
     assert all(("pos" in t) == (lab == 1) for t, lab in zip(m.text, m.label)) and m.text.is_unique

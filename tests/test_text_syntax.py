@@ -139,10 +139,12 @@ def test_errors():
 
 
 @pytest.mark.parametrize("lemma, pp, past, s3", [
-    ("love", "loved", "loved", "loves"), ("stop", "stopped", "stopped", "stops"), ("admit", "admitted", "admitted", "admits"),
-    ("carry", "carried", "carried", "carries"), ("visit", "visited", "visited", "visits"), ("fix", "fixed", "fixed", "fixes"),
-    ("write", "written", "wrote", "writes"), ("rewrite", "rewritten", "rewrote", "rewrites"), ("go", "gone", "went", "goes"),
-    ("mislead", "misled", "misled", "misleads"), ("play", "played", "played", "plays"), ("panic", "panicked", "panicked", "panics"),
+    ("love", "loved", "loved", "loves"), ("stop", "stopped", "stopped", "stops"),
+    ("admit", "admitted", "admitted", "admits"), ("carry", "carried", "carried", "carries"),
+    ("visit", "visited", "visited", "visits"), ("fix", "fixed", "fixed", "fixes"),
+    ("write", "written", "wrote", "writes"), ("rewrite", "rewritten", "rewrote", "rewrites"),
+    ("go", "gone", "went", "goes"), ("mislead", "misled", "misled", "misleads"),
+    ("play", "played", "played", "plays"), ("panic", "panicked", "panicked", "panics"),
 ])
 def test_inflection(lemma, pp, past, s3):
     assert sx.past_participle(lemma) == pp

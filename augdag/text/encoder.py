@@ -10,13 +10,13 @@ Batch independence. Padding changes a text's embedding by float noise (observed 
 max |diff| with sdpa attention), and that noise would make gate scores depend on which texts
 happened to share a batch. ``embed`` therefore never pads, and it runs every text on its own: the
 rows of a matrix product are not independent of how many rows it has either, since MKL picks its
-GEMM kernel by the row count (on an Intel Xeon with AVX-512, 2026-12-04: the query projection of a
-10-token text differed in the last bits when a second 10-token text shared the call; 20 of 76 such
-pairs of sizes differed for a plain 384 x 384 Linear; on the AMD EPYC used before it had not shown).
-Texts are still tokenised ``batch_size`` at a time, grouped by token count (``length_groups``); the
-bytes of a text's embedding do not depend on the batch size, on the other texts, or on their order.
-Running texts one by one cost 2x here (300 snippets: 2.5 s against 1.3 s in batches of 64). Other
-CPU kinds or BLAS builds may differ in the last bits.
+GEMM kernel by the row count (on an Intel Xeon with AVX-512 the query projection of a text differed
+in the last bits when a second text of its length shared the call; docs/decisions.md, "Matrix
+products depend on their row count"). Texts are still tokenised ``batch_size`` at a time, grouped by
+token count (``length_groups``); the bytes of a text's embedding do not depend on the batch size, on
+the other texts, or on their order. Running texts one by one is slower than batching them (figures:
+bench/RESULTS.md, "Determinism across CPUs"), a price paid for scores that do not depend on their
+neighbours. Other CPU kinds or BLAS builds may differ in the last bits.
 
 The loaded model is cached per process and path (``load``); callers that train must copy it
 (``fresh_model``).
@@ -158,7 +158,8 @@ def _check_sizes(batch_size: int, max_length: int) -> None:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(max_length, int) or isinstance(max_length, bool) or not 2 <= max_length <= 512:
-        raise ValueError(f"max_length must be an integer in 2..512 (tokens, [CLS] and [SEP] included), got {max_length!r}")
+        raise ValueError("max_length must be an integer in 2..512 (tokens, [CLS] and [SEP] included), "
+                         f"got {max_length!r}")
 
 
 def embed(texts: Sequence[str], batch_size: int = 64, max_length: int = MAX_LENGTH, normalize: bool = True,

@@ -160,7 +160,8 @@ def mix_scores(text_a: Sequence[str], text_b: Sequence[str], lam, targets=None,
     lam = np.asarray(lam, np.float64).reshape(-1)
     n = len(text_a)
     if len(text_b) != n or len(lam) != n:
-        raise ValueError(f"mix_scores: text_a ({n}), text_b ({len(text_b)}) and lam ({len(lam)}) must have the same length")
+        raise ValueError(f"mix_scores: text_a ({n}), text_b ({len(text_b)}) and lam ({len(lam)}) "
+                         "must have the same length")
     if n and (not np.isfinite(lam).all() or lam.min() < 0 or lam.max() > 1):
         raise ValueError("mix_scores: lam must lie in [0, 1]")
     out: dict = {"semantic_similarity": np.zeros(n), "label_prob": np.full(n, np.nan),
@@ -174,7 +175,8 @@ def mix_scores(text_a: Sequence[str], text_b: Sequence[str], lam, targets=None,
     out["semantic_similarity"] = np.clip(lam * encoder.cosine(mixed, ea) + (1.0 - lam) * encoder.cosine(mixed, eb),
                                          -1.0, 1.0)
     if reference is not None and targets is not None:
-        out["label_prob"] = scoring.label_prob(reference.proba_embeddings(mixed), _targets(targets, n, reference.n_classes))
+        out["label_prob"] = scoring.label_prob(reference.proba_embeddings(mixed),
+                                               _targets(targets, n, reference.n_classes))
     return out
 
 

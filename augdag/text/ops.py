@@ -323,7 +323,8 @@ class _Replace:
             i = _index(t, e["index"], op, "index")
             _expect(t, i, e["old"], op, "old")
             new = e["new"]
-            if not isinstance(new, str) or not new or TOKEN_RE.fullmatch(new) is None or tokenize(new).kinds != ["word"]:
+            if (not isinstance(new, str) or not new or TOKEN_RE.fullmatch(new) is None
+                    or tokenize(new).kinds != ["word"]):
                 raise ValueError(f"{op}: new word {new!r} at token {i} must be a single word")
             t.toks[i] = new
 

@@ -1,4 +1,4 @@
-"""Typed settings of text ingest and text ops (issue 8), in the style of augdag/params.py.
+"""Typed settings of text ingest and text ops, in the style of augdag/params.py.
 
 The defaults of the rates are EDA's published defaults (Wei & Zou 2019, code defaults:
 alpha_sr = alpha_ri = alpha_rs = p_rd = 0.1). See augdag/text/ops.py for what each setting does.

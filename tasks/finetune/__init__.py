@@ -113,7 +113,9 @@ class SourceSampler:
         was_training = model.training
         model.eval()
         vi = torch.as_tensor(g.choice(len(xv), size=min(cfg.feedback_batch, len(xv)), replace=False))
-        g_val = _flat_grad(model, torch.nn.functional.cross_entropy(model(preprocess(xv[vi], image_size)), yv[vi]), params)
+        g_val = _flat_grad(model,
+                           torch.nn.functional.cross_entropy(model(preprocess(xv[vi], image_size)), yv[vi]),
+                           params)
         feedback = {}
         for k, name in enumerate(self.names):
             members = np.flatnonzero(self.index == k)
@@ -185,7 +187,8 @@ def run(p: Params, root: Path, **_) -> dict:
             if mix_rng is not None:
                 x01, yb = mixing.mix_batch(x01, yb, fp.online_mix, mix_rng)
             x_adv = fgsm(model, x01, yb, adv.epsilon, random_start=adv.random_start, generator=adv_gen)
-            loss = (1.0 - adv.weight) * soft_ce(model(normalize(x01)), yb) + adv.weight * soft_ce(model(normalize(x_adv)), yb)
+            loss = ((1.0 - adv.weight) * soft_ce(model(normalize(x01)), yb)
+                    + adv.weight * soft_ce(model(normalize(x_adv)), yb))
         else:
             xb = preprocess(images, fp.image_size)
             if mix_rng is not None:

@@ -88,7 +88,8 @@ def run(p: Params, root: Path, **_) -> dict:
                                            device=gp.diffusers.device)
                 if generator.n_classes != n_classes or generator.image_shape != images.shape[1:]:
                     raise ModelError(f"{gp.diffusers.path}: diffusion model makes {generator.image_shape} images of "
-                                     f"{generator.n_classes} classes; the dataset has {images.shape[1:]} and {n_classes}")
+                                     f"{generator.n_classes} classes; "
+                                     f"the dataset has {images.shape[1:]} and {n_classes}")
                 digest = generator.digest
                 extra = {"backend": "diffusers", "model_path": str(Path(gp.diffusers.path).resolve()),
                          "inference_steps": gp.diffusers.inference_steps}
@@ -96,7 +97,8 @@ def run(p: Params, root: Path, **_) -> dict:
                 generator = gen.load_generator(gp.checkpoint)
                 if generator.n_classes != n_classes or generator.image_shape != images.shape[1:]:
                     raise ModelError(f"{gp.checkpoint}: generator makes {generator.image_shape} images of "
-                                     f"{generator.n_classes} classes; the dataset has {images.shape[1:]} and {n_classes}")
+                                     f"{generator.n_classes} classes; "
+                                     f"the dataset has {images.shape[1:]} and {n_classes}")
                 shutil.copyfile(gp.checkpoint, tmp / CHECKPOINT)
                 digest = gen.file_hash(tmp / CHECKPOINT)
             else:
@@ -111,13 +113,14 @@ def run(p: Params, root: Path, **_) -> dict:
                                                   derive_seed(p.seed, BRANCH, "train"), progress=progress)
                 digest = gen.save_generator(state, meta, tmp / CHECKPOINT)
                 generator = gen.load_generator(tmp / CHECKPOINT)
-            # (class, i) pairs in class order, made as they are sampled: at 600,000 samples the list alone was ~100 MB
+            # (class, i) pairs in class order, made as they are sampled, so memory does not grow with the sample count
             want = ((c, i) for c in range(n_classes) for i in range(plan["multiplier"] * int((labels == c).sum())))
             while batch := list(itertools.islice(want, 256)):
                 seeds = [derive_seed(p.seed, BRANCH, c, i) for c, i in batch]
                 for (c, i), s, img in zip(batch, seeds, generator.sample_batch([c for c, _ in batch], seeds)):
                     w.add(img, sample_id=sample_id(c, i), split="train", branch=BRANCH, label=c, parent_ids=[],
-                          source=f"generator:{digest[:16]}", op_params=json.dumps({"latent_seed": s, "label": c, **extra}),
+                          source=f"generator:{digest[:16]}",
+                          op_params=json.dumps({"latent_seed": s, "label": c, **extra}),
                           seed=s, generator_hash=digest)
             w.close(frame=False)
             val = raw.manifest[raw.manifest.split == "val"]

@@ -64,7 +64,8 @@ def generative(p: Params, root: Path) -> dict:
     if para:
         para_model = make_paraphraser(p)
         for pid, k in para:
-            records[(pid, k)] = paraphrase.make_params(texts[pid], derive_seed(p.seed, "generative", pid, k), para_model)
+            records[(pid, k)] = paraphrase.make_params(texts[pid], derive_seed(p.seed, "generative", pid, k),
+                                                       para_model)
             progress.update()
     rows = []
     for pid, k in items:

@@ -31,7 +31,8 @@ def _fit(image: np.ndarray, ip: IngestParams) -> np.ndarray:
     if image.shape[:2] != (ip.image_size, ip.image_size):
         from PIL import Image
 
-        image = np.asarray(Image.fromarray(image[..., 0]).resize((ip.image_size,) * 2, Image.Resampling.BILINEAR))[..., None]
+        image = np.asarray(Image.fromarray(image[..., 0]).resize((ip.image_size,) * 2,
+                                                                 Image.Resampling.BILINEAR))[..., None]
     if ip.channels == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return image
@@ -49,7 +50,8 @@ def _select_fashion_mnist(ip: IngestParams, seed: int):
         picks += [(train, i, "val") for i in idx[n_train:n_train + ip.n_val_per_class]]
     for c, idx in enumerate(_per_class(test.labels, 10, seed, "test")):
         if ip.n_test_per_class > len(idx):
-            raise DataError(f"fashion-mnist class {c} has {len(idx)} test images; ingest.n_test_per_class = {ip.n_test_per_class}")
+            raise DataError(f"fashion-mnist class {c} has {len(idx)} test images; "
+                            f"ingest.n_test_per_class = {ip.n_test_per_class}")
         picks += [(test, i, "test") for i in idx[:ip.n_test_per_class]]
     rows = [(pool.ids[i], split, int(pool.labels[i]), pool.sources[i], lambda pool=pool, i=i: _fit(pool.images[i], ip))
             for pool, i, split in picks]
@@ -65,7 +67,8 @@ def _select_folder(ip: IngestParams, seed: int):
         need = ip.n_val_per_class + ip.n_test_per_class + 1
         if len(idx) < need:
             raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} images; at least {need} are "
-                            f"needed (n_test_per_class={ip.n_test_per_class} + n_val_per_class={ip.n_val_per_class} + 1 train)")
+                            f"needed (n_test_per_class={ip.n_test_per_class} + "
+                            f"n_val_per_class={ip.n_val_per_class} + 1 train)")
         test, val = idx[:ip.n_test_per_class], idx[ip.n_test_per_class:ip.n_test_per_class + ip.n_val_per_class]
         rest = idx[ip.n_test_per_class + ip.n_val_per_class:]
         train = rest if ip.n_per_class is None else rest[:ip.n_per_class]
@@ -73,7 +76,8 @@ def _select_folder(ip: IngestParams, seed: int):
             for i in chosen:
                 path = files[i][0]
                 rel = path.relative_to(root).as_posix()
-                rows.append((rel, split, c, str(path), lambda path=path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)))
+                rows.append((rel, split, c, str(path),
+                             lambda path=path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)))
     return classes, rows
 
 

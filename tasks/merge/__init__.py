@@ -75,7 +75,8 @@ def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk
     n = 0
     progress = Progress("merge checks", manifest_rows(manifest.parent, manifest.name))
     for i, frame in enumerate(parquet_chunks(manifest, chunk_rows)):
-        result = gx.run_suite(_add_derived(frame), MERGED, params, modes={**modes, **dict.fromkeys(split.set_wide, "off")},
+        result = gx.run_suite(_add_derived(frame), MERGED, params,
+                              modes={**modes, **dict.fromkeys(split.set_wide, "off")},
                               results_path=results / ("merged.json" if i == 0 else f"merged.part{i:03d}.json"))
         where = f" (rows {n}-{n + len(frame) - 1})" if i or len(frame) == chunk_rows else ""
         for w in result.warnings:
@@ -94,7 +95,8 @@ def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk
     per_class = whole.groupby("label").agg(count=("sample_id", "size"), mass=("weight", "sum")).reset_index()
     uniform = 1.0 / n_classes
     classes_ = gx.run_suite(per_class, MERGED_CLASSES,
-                            {"label_set": label_set, "n_classes": n_classes, "mass_min": uniform / p.merge.class_balance,
+                            {"label_set": label_set, "n_classes": n_classes,
+                             "mass_min": uniform / p.merge.class_balance,
                              "mass_max": uniform * p.merge.class_balance},
                             modes=gx.modes_for(MERGED_CLASSES, p.quality.modes), id_column="label",
                             results_path=results / "merged_classes.json")
@@ -107,7 +109,8 @@ def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk
             if c["mode"] != "off":
                 checks[name] = checks.get(name, True) and bool(c["success"])
     return {"augmented_share": round(float(whole.augmented.mean()), 6),
-            "passed": sorted(k for k, v in checks.items() if v), "warned": sorted(k for k, v in checks.items() if not v)}
+            "passed": sorted(k for k, v in checks.items() if v),
+            "warned": sorted(k for k, v in checks.items() if not v)}
 
 
 def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -117,8 +120,8 @@ def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> t
     by_folder = {c.replace("/", "_"): i for i, c in enumerate(class_names)}
     unknown = [c for c in found if c not in by_folder]
     if unknown:
-        raise DataError(f"merge.extra_sources.{name} = {folder}: class folders {unknown} are not classes of the raw data "
-                        f"(allowed: {sorted(by_folder)})")
+        raise DataError(f"merge.extra_sources.{name} = {folder}: class folders {unknown} are not classes of "
+                        f"the raw data (allowed: {sorted(by_folder)})")
     ip, root = p.ingest, Path(folder)
     rows, images = [], []
     for path, ci in files:

@@ -38,7 +38,8 @@ def merge(p: Params, root: Path) -> dict:
     manifest = pd.concat(frames, ignore_index=True)
     with atomic_dir(out_dir(root, "merge")) as tmp:
         write_manifest(tmp / "manifest.parquet", manifest)
-        summary["checks"] = check_merged(p, tmp / "manifest.parquet", len(_classes(root)), out_dir(root, "validation") / "merge")
+        summary["checks"] = check_merged(p, tmp / "manifest.parquet", len(_classes(root)),
+                                         out_dir(root, "validation") / "merge")
         write_json(tmp / "summary.json", summary)
     return summary
 

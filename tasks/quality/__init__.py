@@ -47,7 +47,8 @@ from augdag.tasks.ingest import classes
 from augdag.tasks.quality import scores as image_scores
 
 SCORES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
-CHUNK = 1024  # the scoring batch: the reference classifier embeds rows [k * CHUNK, (k + 1) * CHUNK) of a branch together
+# the scoring batch: the reference classifier embeds rows [k * CHUNK, (k + 1) * CHUNK) of a branch together
+CHUNK = 1024
 
 
 def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, ref: image_scores.ReferenceClassifier,

@@ -8,7 +8,7 @@ What each branch is judged by:
   sample's frame with the sample's own recorded geometric params, and pixels that came from
   outside the source's frame are masked. This is the forward form of "undo the geometry": warping
   the sample back instead would interpolate a second time, which alone costs a 28-pixel image
-  several dB (see README), so intact rotated samples would fail a 30 dB bar for being rotated.
+  several dB (docs/quality-gate.md), so intact rotated samples would fail a 30 dB bar for being rotated.
   The geometric ops come first in the fixed op order, so the aligned source is exactly the image
   the photometric ops started from, and the scores measure what those ops did to it.
   `in_frame` is the share of the frame that still shows the source.
@@ -57,7 +57,8 @@ def traditional_scores(sources: np.ndarray, samples: np.ndarray, applied: list[l
             "in_frame": mask.reshape(len(mask), -1).mean(1)}
 
 
-def mix_scores(parent_a: np.ndarray, parent_b: np.ndarray, samples: np.ndarray, lam: np.ndarray) -> dict[str, np.ndarray]:
+def mix_scores(parent_a: np.ndarray, parent_b: np.ndarray, samples: np.ndarray,
+               lam: np.ndarray) -> dict[str, np.ndarray]:
     """psnr and ssim against each parent, weighted by λ (parent a) and 1 - λ (parent b)."""
     if len(samples) == 0:
         return {k: np.zeros(0) for k in ("psnr", "ssim")}
