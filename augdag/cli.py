@@ -98,13 +98,10 @@ def _dispatch(args, root: Path) -> int:
         overrides = list(args.set_params)
         if args.dataset:
             overrides.append(f"ingest.source={Path(args.dataset).resolve()}")
-        # refused here, before Prefect is imported or started, when another command holds the project
-        with runlock.hold(root, " ".join(["augdag run", *(f"--set {o}" for o in overrides)])):
-            with temporary_server() as server:  # boots while the flow's modules import
-                from augdag.flows.pipeline import run_pipeline
+        from augdag.api import run_flow
 
-                server.ready()
-                run_pipeline(str(root), set_params=overrides or None, workers=args.workers, force=args.force)
+        # refused before Prefect is imported or started when another command holds the project
+        run_flow(root, overrides, workers=args.workers, force=args.force)
         metrics = root / "data" / "evaluate" / "metrics.json"
         print(f"report:  {root / 'data' / 'report' / 'report.html'}")
         print(f"metrics: {metrics}")
