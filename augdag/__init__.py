@@ -13,7 +13,7 @@ __all__ = ["Project", "StageDataset", "StageOutput", "open_project"]
 
 def __getattr__(name: str):
     if name in __all__:  # imported when asked for: the Dataset brings torch
-        from augdag import api, dataset
+        import importlib
 
-        return getattr(dataset if name == "StageDataset" else api, name)
+        return getattr(importlib.import_module("augdag.dataset" if name == "StageDataset" else "augdag.api"), name)
     raise AttributeError(f"module 'augdag' has no attribute {name!r}")
