@@ -148,7 +148,7 @@ class StageOutput:
         if split is not None:
             m = m[m["split"] == split]
         if "weight" in m and m["weight"].notna().all():
-            return m["weight"].to_numpy(np.float64)
+            return np.array(m["weight"], dtype=np.float64)  # a copy: torch wants a writable array
         return np.ones(len(m))
 
     def sampler(self, num_samples: int | None = None, replacement: bool = True, generator=None,

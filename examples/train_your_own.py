@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
             correct += int((model(x).argmax(dim=1) == y).sum())
     accuracy = correct / len(test)
     print(f"test accuracy {accuracy:.4f} on {len(test)} images of {len(classes)} classes")
-    return {"accuracy": accuracy, "loss": float(loss), "model": model}
+    return {"accuracy": accuracy, "loss": loss.item(), "model": model}
 
 
 if __name__ == "__main__":
