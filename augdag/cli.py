@@ -1,5 +1,5 @@
 """`augdag` command: run the pipeline, run one stage, compare strategies, show a sample's lineage, replay a sample,
-serve the flows from a local Prefect server."""
+export a stage's samples, serve the flows from a local Prefect server."""
 
 from __future__ import annotations
 
@@ -66,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("stage", help="run one stage (what dvc.yaml's cmds call)")
     s.add_argument("name")
     s.add_argument("--workers", type=int, default=1)
+    x = sub.add_parser("export", help="write a stage's samples as an ImageFolder tree, a Hugging Face dataset or "
+                                      "WebDataset shards (texts: CSV, JSON Lines or Hugging Face); docs/export.md")
+    x.add_argument("stage", help="a stage with samples: ingest, traditional, mix, generative, merge")
+    x.add_argument("--format", dest="fmt", required=True, metavar="FORMAT",
+                   help="imagefolder, hf or webdataset for images; csv, jsonl or hf for texts")
+    x.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write (relative to the current folder), written whole or not at all")
+    x.add_argument("--overwrite", action="store_true", help="replace DIR when it holds a previous export")
+    x.add_argument("--maxcount", type=int, default=10000, metavar="N", help="webdataset: samples per tar shard")
     for name, text in (("lineage", "print a sample's chain back to the raw file"),
                        ("replay", "regenerate a sample and check its content hash")):
         q = sub.add_parser(name, help=text)
@@ -142,6 +151,12 @@ def _dispatch(args, root: Path) -> int:
             with ThreadPoolExecutor(max_workers=args.workers) as pool:
                 summary = run_stage(args.name, params, root, mapper=pool.map, chunk_size=params.runner.chunk_size)
         print(json.dumps(summary, sort_keys=True))
+        return 0
+    if args.cmd == "export":
+        from augdag.export import export
+
+        print(json.dumps(export(root, args.stage, args.fmt, args.out, overwrite=args.overwrite,
+                                maxcount=args.maxcount), sort_keys=True))
         return 0
     from augdag import tasks
 
