@@ -4,6 +4,7 @@ rejected manifest."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -139,6 +140,12 @@ def test_gate_filters_noisy_samples_and_records_why(project):
     metrics = json.loads((root / "data" / "quality" / "metrics.json").read_text())
     assert metrics["traditional"]["pass_rate"] == pytest.approx(len(trad.sample_id) and
                                                                 1 - len(rej_trad) / len(trad), abs=1e-6)
+    psnr = pd.concat([kept, rejected])
+    psnr = np.array([json.loads(s)["psnr"] for b, s in zip(psnr.branch, psnr.scores) if b == "traditional"
+                     and json.loads(s).get("psnr") is not None], np.float64)
+    assert metrics["traditional"]["scores"]["psnr"] == pytest.approx(
+        {"mean": psnr.mean(), "p10": np.quantile(psnr, 0.1)}, abs=1e-3)  # over kept and rejected rows
+    assert set(metrics["mix"]["scores"]) == {"psnr", "ssim", "label_prob"}
     assert (root / "data" / "validation" / "quality" / "traditional.json").exists()
     index = root / "data" / "validation" / "quality-docs" / "index.html"
     assert index.exists() and "branch" in index.read_text()
@@ -364,7 +371,7 @@ def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project, monke
     pd.testing.assert_frame_equal(r1, r8)
     for branch in ("traditional", "mix"):
         a, b = s1[branch], s8[branch]
-        for key in ("in", "kept", "rejected", "pass_rate", "rejected_by", "checks"):
+        for key in ("in", "kept", "rejected", "pass_rate", "rejected_by", "checks", "score_summary"):
             assert a[key] == b[key], (branch, key)
         assert a["mean_scores"] == pytest.approx(b["mean_scores"], abs=1e-4)
     n_trad = s1["traditional"]["in"]

@@ -47,6 +47,8 @@ from augdag.tasks.ingest import classes
 from augdag.tasks.quality import scores as image_scores
 
 SCORES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
+# The scores whose mean and low quantile go into the gate's DVC metrics (images and texts).
+SUMMARISED = frozenset({"psnr", "ssim", "label_prob", "semantic_similarity"})
 # the scoring batch: the reference classifier embeds rows [k * CHUNK, (k + 1) * CHUNK) of a branch together
 CHUNK = 1024
 
@@ -181,6 +183,7 @@ class BranchTally:
         self.checks: dict[str, dict] = {}
         self.sums = {s: 0.0 for s in scores}
         self.counts = {s: 0 for s in scores}
+        self.values: dict[str, list[np.ndarray]] = {s: [] for s in scores if s in SUMMARISED}
 
     def add(self, frame: pd.DataFrame, k: pd.DataFrame, r: pd.DataFrame, result) -> None:
         self.chunks += 1
@@ -202,13 +205,26 @@ class BranchTally:
             col = frame[s]
             self.sums[s] += float(col.sum())
             self.counts[s] += int(col.count())
+            if s in self.values:
+                self.values[s].append(col.dropna().to_numpy(np.float64))
 
     def summary(self) -> dict:
         return {
             "in": self.n, "kept": self.kept, "rejected": self.rejected, "pass_rate": round(self.kept / self.n, 6),
             "rejected_by": self.rejected_by, "checks": self.checks,
             "mean_scores": {s: round(self.sums[s] / self.counts[s], 4) for s in self.scores if self.counts[s]},
+            "score_summary": self.score_summary(),
         }
+
+    def score_summary(self) -> dict:
+        """Mean and 10th percentile of each summarised score over the branch's rows (kept and rejected), so
+        `dvc metrics diff` shows quality moving between experiments, not only pass rates."""
+        out = {}
+        for s, parts in self.values.items():
+            v = np.concatenate(parts) if parts else np.zeros(0)
+            if len(v):
+                out[s] = {"mean": round(float(v.mean()), 4), "p10": round(float(np.quantile(v, 0.1)), 4)}
+        return out
 
 
 def gate_chunk(branch: str, frame: pd.DataFrame, gate: checks.Gate, params: dict, modes: dict, results: Path,
@@ -259,7 +275,9 @@ def write_gate(root: Path, parts, summary: dict, results: Path) -> dict:
                 docs = gx.build_data_docs(results, out_dir(root, "validation") / "quality-docs")
             except Exception as err:  # Data Docs are a view; a rendering failure must not drop the gate's results
                 log.warning("quality: GE Data Docs not built: %s", err)
-        metrics = {b: {k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")} for b in BRANCHES}
+        metrics = {b: {**{k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")},
+                       **({"scores": summary[b]["score_summary"]} if summary[b].get("score_summary") else {})}
+                   for b in BRANCHES}
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "metrics.json", metrics)
     log.info("quality: %s%s", json.dumps(metrics), f"; Data Docs: {docs}" if docs else "")
