@@ -164,14 +164,14 @@ def _check_size(cfg: dict, cfg_file: Path, unet_dir: Path) -> None:
     try:
         with torch.device("meta"):  # shapes only, no storage
             n_model = sum(p.numel() for p in UNet2DModel.from_config(cfg).parameters())
-    except Exception as err:  # noqa: BLE001: diffusers raises ValueError, TypeError... on inconsistent configs
+    except Exception as err:  # noqa: BLE001 -- diffusers raises ValueError, TypeError... on inconsistent configs
         raise ModelError(f"{unet_dir}: UNet config or weights do not load: {cfg_file.name}: {err}") from None
     n_file = 0
     for f in sorted(unet_dir.glob("*.safetensors")):
         try:
             with safe_open(str(f), framework="pt") as st:
                 n_file += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
-        except Exception as err:  # noqa: BLE001: SafetensorError on a foreign or truncated file
+        except Exception as err:  # noqa: BLE001 -- SafetensorError on a foreign or truncated file
             raise ModelError(f"{unet_dir}: UNet config or weights do not load: {f.name}: {err}") from None
     if n_model > 2 * n_file + 1_000_000:  # far more than the weights hold (a few missing tensors are named later)
         raise ModelError(f"{cfg_file}: the config describes a UNet of {n_model:,} parameters but the weights in "
