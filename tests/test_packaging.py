@@ -22,6 +22,7 @@ def test_the_wheel_ships_the_stages_suites_and_templates_and_finds_them_installe
     report_files = {p.relative_to(REPO / "tasks").as_posix() for p in (REPO / "tasks" / "report").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts}
     assert all(f"augdag/tasks/{f}" in names for f in report_files), report_files - names
+    assert "augdag/py.typed" in names and "augdag/api.py" in names  # the API is typed for its users
     assert not any(n.startswith(("tests/", "data/")) for n in names)
 
     site = tmp_path / "site"
