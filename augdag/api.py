@@ -111,24 +111,32 @@ class StageOutput:
 
     def __init__(self, root: Path, name: str):
         self.root, self.name, self.folder = Path(root), name, out_dir(root, name)
+        self._read: tuple | None = None  # (the manifest file's identity, its frame): read once per version
 
     def __repr__(self) -> str:
         return f"StageOutput({self.name!r}, {str(self.folder)!r})"
 
     @property
     def manifest(self) -> "pd.DataFrame":
-        """One row per sample (manifest.parquet): ids, labels, lineage, scores, and `weight` after merge."""
+        """One row per sample (manifest.parquet): ids, labels, lineage, scores, and `weight` after merge. Read once
+        per version of the file and shared between calls: copy it before changing it."""
         from augdag.storage import MANIFEST, read_manifest
 
-        if not (self.folder / MANIFEST).is_file():
+        try:
+            st = (self.folder / MANIFEST).stat()
+        except FileNotFoundError:
             raise AugdagError(f"{self.folder}: stage {self.name} has no manifest; run the pipeline first "
-                              "(augdag run, or open_project(...).run())")
-        return read_manifest(self.folder)
+                              "(augdag run, or open_project(...).run())") from None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)  # a rerun publishes a new file
+        if self._read is None or self._read[0] != key:
+            self._read = (key, read_manifest(self.folder))
+        return self._read[1]
 
     def classes(self) -> list[str]:
-        from augdag.storage import load_json
+        """The class names ingest recorded."""
+        from augdag.layout import classes
 
-        return list(load_json(out_dir(self.root, "ingest") / "classes.json", "the class list")["classes"])
+        return classes(self.root)
 
     def dataset(self, transform: Callable | None = None, split: str | None = None,
                 labels: str = "auto") -> "StageDataset":
@@ -143,13 +151,13 @@ class StageOutput:
         return StageDataset(self.folder, m, len(self.classes()), transform=transform, labels=labels)
 
     def weights(self, split: str | None = None) -> np.ndarray:
-        """Each row's sampling weight: merge's `weight` column, else 1 for every row."""
+        """Each row's sampling weight: merge's `weight` column, 1 where a row has none."""
+        from augdag.storage import sample_weights
+
         m = self.manifest
         if split is not None:
             m = m[m["split"] == split]
-        if "weight" in m and m["weight"].notna().all():
-            return np.array(m["weight"], dtype=np.float64)  # a copy: torch wants a writable array
-        return np.ones(len(m))
+        return sample_weights(m["weight"])
 
     def sampler(self, num_samples: int | None = None, replacement: bool = True, generator=None,
                 split: str | None = None):

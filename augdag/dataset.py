@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from augdag.errors import AugdagError
+from augdag.storage import StageData, hard_label, sample_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -40,12 +41,14 @@ class StageDataset(torch.utils.data.Dataset):
         self.folder, self.transform, self.n_classes = Path(folder), transform, n_classes
         self.rows = {c: manifest[c].to_numpy() for c in self.COLUMNS if c in manifest}
         self.texts = manifest["text"].to_numpy() if "text" in manifest and manifest["text"].notna().any() else None
-        soft = manifest["soft_label"] if "soft_label" in manifest else None
         self.soft = [None if s is None or (isinstance(s, float) and s != s) else np.asarray(s, np.float32)
-                     for s in (soft if soft is not None else [None] * len(manifest))]
-        w = manifest["weight"] if "weight" in manifest else None
-        self.weight = w.to_numpy(np.float64) if w is not None and w.notna().all() else np.ones(len(manifest))
+                     for s in manifest["soft_label"]]
+        self.weight = sample_weights(manifest["weight"])
+        self._data: StageData | None = None
         self.labels = ("soft" if any(s is not None for s in self.soft) else "index") if labels == "auto" else labels
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": None}  # memory maps stay in the process that opened them
 
     def __len__(self) -> int:
         return len(self.rows["sample_id"])
@@ -53,7 +56,7 @@ class StageDataset(torch.utils.data.Dataset):
     def _label(self, i: int):
         soft = self.soft[i]
         if self.labels == "index":
-            return int(np.argmax(soft)) if soft is not None else int(self.rows["label"][i])
+            return hard_label(soft, self.rows["label"][i])
         if soft is None:
             soft = np.zeros(self.n_classes, np.float32)
             soft[int(self.rows["label"][i])] = 1.0
@@ -66,10 +69,10 @@ class StageDataset(torch.utils.data.Dataset):
         if self.texts is not None:
             sample = self.texts[i]
         else:
-            from augdag.storage import StageData
-
+            if self._data is None:  # opened once per process (a worker gets the dataset without it)
+                self._data = StageData.shared(self.folder)
             row = {c: v[i] for c, v in self.rows.items()}
-            image = np.array(StageData.shared(self.folder).image(row))  # a copy: the shard is mapped read-only
+            image = np.array(self._data.image(row))  # a copy: the shard is mapped read-only
             sample = torch.from_numpy(image).permute(2, 0, 1)
         if self.transform is not None:
             sample = self.transform(sample)

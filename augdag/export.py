@@ -176,17 +176,14 @@ def _check_out(root: Path, out: Path, overwrite: bool) -> None:
 
 
 def _classes(root: Path, m) -> list[str]:
-    from augdag.storage import load_json
+    """The class names, checked to cover every label of the manifest `m`."""
+    from augdag.layout import classes
 
-    path = out_dir(root, "ingest") / "classes.json"
-    data = load_json(path, "the class list")
-    names = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
-        raise DataError(f"{path}: expected {{\"classes\": [names...]}}")
+    names = classes(root)
     over = m[m["label"].astype(int) >= len(names)]
     if len(over):
-        raise DataError(f"sample {over['sample_id'].iloc[0]!r} has label {int(over['label'].iloc[0])}, but {path} "
-                        f"names {len(names)} classes")
+        raise DataError(f"sample {over['sample_id'].iloc[0]!r} has label {int(over['label'].iloc[0])}, but "
+                        f"{out_dir(root, 'ingest') / 'classes.json'} names {len(names)} classes")
     return names
 
 
@@ -209,17 +206,19 @@ _READ = ("sample_id", "split", "label", "soft_label", "weight", "branch", "paren
 
 def _records(columns: dict, classes: list[str], idx: np.ndarray) -> list[dict]:
     """The exported fields of manifest rows `idx` (`columns`: the manifest's columns as arrays)."""
+    from augdag.storage import hard_label, sample_weights
+
     cols = {c: columns[c][idx] for c in _READ[:9]}
+    weights = sample_weights(cols["weight"])
     out = []
     for i in range(len(idx)):
         sid = str(cols["sample_id"][i])
         soft = _soft(cols["soft_label"][i], len(classes), sid)
-        label = int(np.argmax(np.asarray(soft, np.float32))) if soft else int(cols["label"][i])
-        w = cols["weight"][i]
+        label = hard_label(soft, cols["label"][i])
         parents = cols["parent_ids"][i]
         src = cols["source"][i]
         out.append({"sample_id": sid, "split": str(cols["split"][i]), "label": label, "class": classes[label],
-                    "soft_label": soft, "weight": 1.0 if w is None or w != w else float(w),
+                    "soft_label": soft, "weight": float(weights[i]),
                     "branch": str(cols["branch"][i]),
                     "parent_ids": [] if parents is None or not len(parents) else [str(p) for p in parents],
                     "source": None if src is None or src != src else str(src),

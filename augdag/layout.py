@@ -17,6 +17,20 @@ def _expectations() -> Path:
 EXPECTATIONS = _expectations()
 
 
+def classes(root: str | Path) -> list[str]:
+    """The class names ingest recorded (data/ingest/classes.json); DataError naming the file when it is missing
+    or malformed."""
+    from augdag.errors import DataError
+    from augdag.storage import load_json
+
+    path = out_dir(root, "ingest") / "classes.json"
+    data = load_json(path, "the class list")
+    names = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+        raise DataError(f"{path}: expected {{\"classes\": [names...]}}")
+    return names
+
+
 def out_dir(root: str | Path, stage: str) -> Path:
     """The output folder of `stage` in the project at `root` (data/<stage>, as dvc.yaml declares it)."""
     return Path(root) / "data" / stage

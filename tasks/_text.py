@@ -35,22 +35,13 @@ import pandas as pd
 
 from augdag.errors import DataError
 from augdag.storage import atomic_dir, read_manifest, write_json, write_manifest
-from augdag.tasks import EXPECTATIONS, out_dir
-
-RAW_SUITE = EXPECTATIONS / "text_raw.json"
-RAW_MAX_CHARS = 100_000  # a raw text longer than this is refused at ingest (not a sentence-level dataset)
+from augdag.tasks import out_dir
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     from augdag.storage import manifest_frame, row
 
     return manifest_frame([row(**r) for r in rows])
-
-
-def _classes(root: Path) -> list[str]:
-    from augdag.tasks.ingest import classes
-
-    return classes(root)
 
 
 def _raw(root: Path) -> pd.DataFrame:

@@ -396,13 +396,14 @@ def test_generator_checkpoint_with_non_finite_or_truncated_tensors(tmp_path_fact
 @FUZZ
 @given(data=st.binary(max_size=200))
 def test_class_list_and_plan_files_of_random_bytes(tmp_path_factory, data):
-    from augdag.tasks import ingest, strategy
+    from augdag.layout import classes
+    from augdag.tasks import strategy
 
     root = tmp_path_factory.mktemp("r")
     for f in (root / "data" / "ingest" / "classes.json", root / "data" / "strategy" / "mix.json"):
         f.parent.mkdir(parents=True)
         f.write_bytes(data)
-    only_ours(ingest.classes, root, expect=DataError, names="classes.json")
+    only_ours(classes, root, expect=DataError, names="classes.json")
     only_ours(strategy.load_plan, root, "mix", expect=DataError, names="mix.json")
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from augdag import layout
 from augdag.errors import DataError, ExpectationFailed
 from augdag.params import parse_params
 from augdag.storage import StageData, read_manifest
@@ -41,7 +42,7 @@ def test_user_folder_any_size_and_mode_resized(tmp_path):
     assert s == {"classes": 3, "train": 9, "val": 3, "test": 3}
     data = StageData(tmp_path / "proj" / "data" / "ingest")
     assert data.images(data.manifest).shape == (15, 16, 16, 3)
-    assert ingest.classes(tmp_path / "proj") == ["bar", "circle", "square"]
+    assert layout.classes(tmp_path / "proj") == ["bar", "circle", "square"]
     assert all(os.path.exists(x) for x in data.manifest.source)
 
 

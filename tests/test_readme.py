@@ -196,31 +196,21 @@ def test_every_command_runs_as_shown_from_the_repo_root():
     assert bare == [], f"commands that do not start with .venv/bin/: {bare}"
 
 
-def test_augdag_commands_use_real_subcommands_and_flags():
-    top = _help("augdag")
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_commands_use_real_subcommands_and_flags(program):
+    top = _help(program)
     problems = []
     for cmd in readme_commands():
         words = shlex.split(cmd)
-        if _program(words) != "augdag":
+        if _program(words) != program:
             continue
         path, rest = _subcommand(words)
-        if not re.search(rf"[{{,]{re.escape(path[0])}[,}}]", top):
+        if program == "augdag" and not re.search(rf"[{{,]{re.escape(path[0])}[,}}]", top):
             problems.append(f"{cmd}: `{path[0]}` is not an augdag subcommand")
             continue
-        text = _help("augdag", *path) + top  # global options (-C) are in the top-level help
-        problems += [f"{cmd}: {f} is not in `augdag {path[0]} --help`" for f in _flags(rest) if not _mentions(text, f)]
-    assert problems == [], "\n".join(problems)
-
-
-def test_dvc_commands_use_real_subcommands_and_flags():
-    problems = []
-    for cmd in readme_commands():
-        words = shlex.split(cmd)
-        if _program(words) != "dvc":
-            continue
-        path, rest = _subcommand(words)
-        text = _help("dvc", *path)
-        problems += [f"{cmd}: {f} is not in `dvc {' '.join(path)} --help`" for f in _flags(rest)
+        # augdag's global options (-C) are in its top-level help
+        text = _help(program, *path) + (top if program == "augdag" else "")
+        problems += [f"{cmd}: {f} is not in `{program} {' '.join(path)} --help`" for f in _flags(rest)
                      if not _mentions(text, f)]
     assert problems == [], "\n".join(problems)
 

@@ -40,14 +40,26 @@ from augdag.storage.publish import (
                                      write_json,
                                      write_text,
 )
-from augdag.storage.schema import COLUMNS, MANIFEST, OPTIONAL, SCHEMA, SHARDS, content_hash, row, text_hash
+from augdag.storage.schema import (
+                                     COLUMNS,
+                                     MANIFEST,
+                                     OPTIONAL,
+                                     SCHEMA,
+                                     SHARDS,
+                                     content_hash,
+                                     hard_label,
+                                     row,
+                                     sample_weights,
+                                     text_hash,
+)
 from augdag.storage.shards import MAPPED_BYTES, StageData, StageWriter
 
 __all__ = [
     # publish
     "atomic_dir", "write_text", "write_json", "read_json", "try_read_json", "load_json",
     # schema
-    "MANIFEST", "SHARDS", "SCHEMA", "COLUMNS", "OPTIONAL", "content_hash", "text_hash", "row",
+    "MANIFEST", "SHARDS", "SCHEMA", "COLUMNS", "OPTIONAL", "content_hash", "text_hash", "row", "sample_weights",
+    "hard_label",
     # manifest
     "to_frame", "manifest_frame", "write_manifest", "ManifestWriter", "manifest_rows", "table_chunks", "read_columns",
     "parquet_chunks", "read_manifest", "read_table", "iter_tables",

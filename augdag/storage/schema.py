@@ -88,3 +88,18 @@ def _plain(v):
     if isinstance(v, np.floating):
         return float(v)
     return v
+
+
+def sample_weights(weight) -> np.ndarray:
+    """The `weight` column (a Series or array) as float64 sampling weights: merge's, and 1.0 where a row has
+    none (every row of the stages before merge)."""
+    w = np.array(pd.Series(weight, dtype="float64"), dtype=np.float64)  # a writable copy
+    w[np.isnan(w)] = 1.0
+    return w
+
+
+def hard_label(soft, label) -> int:
+    """A row's class index: its soft label's largest class where it has one (a mixed sample), else `label`."""
+    if soft is None or (isinstance(soft, float) and soft != soft) or len(soft) == 0:
+        return int(label)
+    return int(np.argmax(np.asarray(soft, np.float32)))

@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 from augdag import gx
 from augdag.adversarial import robust_accuracy
 from augdag.errors import ModelError
+from augdag.layout import EXPECTATIONS, classes
 from augdag.log import logger
 from augdag.models import build_model
 from augdag.params import Params
 from augdag.storage import StageData, atomic_dir, write_json
 from augdag.tasks import out_dir
 from augdag.tasks.finetune import predict
-from augdag.tasks.ingest import EXPECTATIONS, classes
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:

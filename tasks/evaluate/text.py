@@ -8,17 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from augdag.errors import DataError
+from augdag.layout import classes
 from augdag.log import logger
 from augdag.params import Params
 from augdag.storage import atomic_dir, write_json, write_text
 from augdag.tasks import out_dir
-from augdag.tasks._text import _classes, _csv, _raw
+from augdag.tasks._text import _csv, _raw
 
 
 def evaluate(p: Params, root: Path) -> dict:
     from augdag.text import classifier
 
-    names = _classes(root)
+    names = classes(root)
     raw = _raw(root)
     test = raw[raw.split == "test"]
     model = classifier.TextClassifier.load(out_dir(root, "finetune"))

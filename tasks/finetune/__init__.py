@@ -29,13 +29,13 @@ from safetensors.torch import save_file
 from augdag import mixing
 from augdag.adversarial import fgsm, soft_ce
 from augdag.errors import DataError
+from augdag.layout import classes
 from augdag.log import Progress, logger
 from augdag.models import build_model, normalize, preprocess, to_unit
 from augdag.params import Params
 from augdag.seeding import derive_seed, rng
 from augdag.storage import StageData, atomic_dir, write_json
 from augdag.tasks import out_dir
-from augdag.tasks.ingest import classes
 
 
 def targets(manifest, n_classes: int) -> torch.Tensor:

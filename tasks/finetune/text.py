@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from augdag.errors import DataError
+from augdag.layout import classes
 from augdag.params import Params
 from augdag.seeding import derive_seed
 from augdag.storage import atomic_dir, read_manifest, write_json, write_text
 from augdag.tasks import out_dir
-from augdag.tasks._text import _classes, _csv, _raw
+from augdag.tasks._text import _csv, _raw
 
 
 def training_items(manifest: pd.DataFrame, texts: dict[str, str]) -> list:
@@ -39,7 +40,7 @@ def finetune(p: Params, root: Path) -> dict:
     from augdag.text import classifier
 
     ft = p.text.finetune
-    names = _classes(root)
+    names = classes(root)
     raw = _raw(root)
     texts = dict(zip(raw.sample_id, raw.text))
     m = read_manifest(out_dir(root, "merge"))

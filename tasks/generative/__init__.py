@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 
 from augdag import generative as gen
 from augdag.errors import ModelError
+from augdag.layout import classes
 from augdag.log import logger
 from augdag.params import Params
 from augdag.seeding import derive_seed
 from augdag.storage import MANIFEST, StageData, StageWriter, atomic_dir, write_json
 from augdag.tasks import out_dir
-from augdag.tasks.ingest import classes
 from augdag.tasks.strategy import load_plan
 
 BRANCH = "generative"

@@ -13,7 +13,7 @@ from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import IngestParams, Params
 from augdag.seeding import rng
-from augdag.storage import StageWriter, atomic_dir, load_json, write_json
+from augdag.storage import StageWriter, atomic_dir, write_json
 from augdag.tasks import EXPECTATIONS, out_dir
 
 
@@ -129,13 +129,6 @@ def run(p: Params, root: Path, **_) -> dict:
         write_json(tmp / "summary.json", summary)
     return summary
 
-
-def classes(root: Path) -> list[str]:
-    data = load_json(out_dir(root, "ingest") / "classes.json", "the class list")
-    names = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
-        raise DataError(f"{out_dir(root, 'ingest') / 'classes.json'}: expected {{\"classes\": [names...]}}")
-    return names
 
 
 def replay(root: Path, r: dict, params: Params | None = None) -> dict:

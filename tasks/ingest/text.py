@@ -11,8 +11,11 @@ from augdag import gx
 from augdag.log import logger
 from augdag.params import Params
 from augdag.storage import atomic_dir, text_hash, write_json, write_manifest
-from augdag.tasks import out_dir
-from augdag.tasks._text import EXPECTATIONS, RAW_MAX_CHARS, RAW_SUITE, _frame
+from augdag.tasks import EXPECTATIONS, out_dir
+from augdag.tasks._text import _frame
+
+RAW_SUITE = EXPECTATIONS / "text_raw.json"
+RAW_MAX_CHARS = 100_000  # a raw text longer than this is refused at ingest (not a sentence-level dataset)
 
 
 def ingest(p: Params, root: Path) -> dict:

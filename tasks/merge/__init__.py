@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from augdag import gx, scoring
 from augdag.data import load_image, scan_folder
 from augdag.errors import DataError
+from augdag.layout import EXPECTATIONS, classes
 from augdag.log import Progress, logger
 from augdag.params import SOURCES, Params
 from augdag.storage import (
@@ -38,7 +39,6 @@ from augdag.storage import (
     write_json,
 )
 from augdag.tasks import out_dir
-from augdag.tasks.ingest import EXPECTATIONS, classes
 
 MERGED, MERGED_CLASSES = EXPECTATIONS / "merged.json", EXPECTATIONS / "merged_classes.json"
 DERIVED = {"augmented": "branch", "soft_label_sum": "soft_label"}  # a column the suites check: the column it comes from

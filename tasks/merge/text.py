@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from augdag.errors import DataError, ParamsError
+from augdag.layout import classes
 from augdag.params import Params
 from augdag.storage import atomic_dir, read_manifest, write_json, write_manifest
 from augdag.tasks import out_dir
-from augdag.tasks._text import _classes, _raw
+from augdag.tasks._text import _raw
 
 
 def merge(p: Params, root: Path) -> dict:
@@ -38,7 +39,7 @@ def merge(p: Params, root: Path) -> dict:
     manifest = pd.concat(frames, ignore_index=True)
     with atomic_dir(out_dir(root, "merge")) as tmp:
         write_manifest(tmp / "manifest.parquet", manifest)
-        summary["checks"] = check_merged(p, tmp / "manifest.parquet", len(_classes(root)),
+        summary["checks"] = check_merged(p, tmp / "manifest.parquet", len(classes(root)),
                                          out_dir(root, "validation") / "merge")
         write_json(tmp / "summary.json", summary)
     return summary

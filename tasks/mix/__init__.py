@@ -13,12 +13,12 @@ from typing import Callable
 import numpy as np
 
 from augdag import mixing
+from augdag.layout import classes
 from augdag.params import Params
 from augdag.seeding import derive_seed
 from augdag.storage import StageData
 from augdag.tasks import out_dir
 from augdag.tasks._branch import run_branch
-from augdag.tasks.ingest import classes
 
 BRANCH = "mix"
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augdag.layout import classes
 from augdag.params import Params
 from augdag.seeding import derive_seed
 from augdag.storage import text_hash
-from augdag.tasks._text import _classes, _items, _raw, _write_branch
+from augdag.tasks._text import _items, _raw, _write_branch
 
 
 def mix_pair(p: Params, parent_id: str, k: int, train: pd.DataFrame, row_of: dict[str, int], pools,
@@ -42,7 +43,7 @@ def mix(p: Params, root: Path) -> dict:
     raw = _raw(root)
     train = raw[raw.split == "train"].reset_index(drop=True)
     labels = train.label.to_numpy(dtype=np.int64)
-    names = _classes(root)
+    names = classes(root)
     if items:
         mixing.check_pairing(p.text.mix.pairing, labels, names)
     pools = mixing.PartnerPools(p.text.mix.pairing, labels)

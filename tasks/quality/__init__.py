@@ -28,6 +28,7 @@ import pandas as pd
 
 from augdag import checks, gx, scoring
 from augdag.errors import ParamsError
+from augdag.layout import classes
 from augdag.log import Progress, logger
 from augdag.params import BRANCHES, Params
 from augdag.seeding import derive_seed
@@ -43,7 +44,6 @@ from augdag.storage import (
 )
 from augdag.tasks import out_dir
 from augdag.tasks.finetune import targets
-from augdag.tasks.ingest import classes
 from augdag.tasks.quality import scores as image_scores
 
 SCORES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from augdag import checks, scoring
+from augdag.layout import classes
 from augdag.log import Progress, logger
 from augdag.params import BRANCHES, Params
 from augdag.storage import read_manifest
 from augdag.tasks import out_dir
-from augdag.tasks._text import _classes, _raw
+from augdag.tasks._text import _raw
 
 SCORES = ("semantic_similarity", "label_prob", "length_ratio", "english_share", "outlier_z")
 
@@ -76,7 +77,7 @@ def quality(p: Params, root: Path) -> dict:
 
     log = logger()
     checks.check_modes(p.quality.modes)
-    names = _classes(root)
+    names = classes(root)
     raw = _raw(root)
     texts = dict(zip(raw.sample_id, raw.text))
     manifests = {b: read_manifest(out_dir(root, b)) for b in BRANCHES}

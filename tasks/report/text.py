@@ -7,10 +7,11 @@ import html
 import json
 from pathlib import Path
 
+from augdag.layout import classes
 from augdag.params import BRANCHES, Params
 from augdag.storage import atomic_dir, load_json, read_manifest, try_read_json, write_json, write_text
 from augdag.tasks import is_text_run, out_dir
-from augdag.tasks._text import _classes, _texts_by_id
+from augdag.tasks._text import _texts_by_id
 
 from .templating import render as render_template
 from .templating import static
@@ -101,7 +102,7 @@ def sample_rows(root: Path, n: int = 5) -> list[dict]:
 
 
 def report(p: Params, root: Path) -> dict:
-    names = _classes(root)
+    names = classes(root)
     ingest_s = load_json(out_dir(root, "ingest") / "summary.json", "the ingest summary")
     quality_s = load_json(out_dir(root, "quality") / "summary.json", "the quality summary")
     merge_s = load_json(out_dir(root, "merge") / "summary.json", "the merge summary")
