@@ -20,7 +20,7 @@ def _print_lineage(rows: list[dict]) -> None:
     for depth, r in enumerate(rows):
         ops = r["op_params"].get("ops") if isinstance(r["op_params"], dict) else None
         print(f"{'  ' * depth}{r['sample_id']}  [{r['stage']}/{r['branch']}] label={r['label']} "
-              f"hash={r['content_hash'][:12]}")
+              f"hash={r['content_hash'][:12]}" + (f" device={r['device']}" if r.get("device") else ""))
         if r.get("text") is not None:
             print(f"{'  ' * depth}    text: {r['text']}")
         changes = r["op_params"].get("changes") if isinstance(r["op_params"], dict) else None

@@ -185,7 +185,7 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
     final = read_json(data / "finetune" / "summary.json") or {}
     gate = read_json(data / "quality" / "summary.json") or {}
     pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
-                 if v.get("in")}
+                 if isinstance(v, dict) and v.get("in")}
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),

@@ -17,10 +17,12 @@ from augdag.models import build_model, preprocess
 class Embedder:
     """Pooled pre-logit features of the ImageNet-pretrained backbone (frozen, eval mode)."""
 
-    def __init__(self, image_size: int = 64, batch_size: int = 256):
+    def __init__(self, image_size: int = 64, batch_size: int = 256, device: torch.device | str = "cpu"):
         # channels_last: oneDNN's depthwise convolutions run much faster on CPU than in NCHW, and the features
         # stay equal to ~1e-5
-        self.model = build_model("efficientnet_lite0", 1, pretrained=True).eval().to(memory_format=torch.channels_last)
+        self.model = build_model("efficientnet_lite0", 1, pretrained=True).eval().to(device,
+                                                                                       memory_format=torch.channels_last)
+        self.device = torch.device(device)
         self.image_size, self.batch_size = image_size, batch_size
 
     @torch.no_grad()
@@ -28,9 +30,9 @@ class Embedder:
         """N x H x W x C uint8 -> N x D float64."""
         out = []
         for i in range(0, len(images), self.batch_size):
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])), self.image_size)
-            x = x.contiguous(memory_format=torch.channels_last)
-            out.append(self.model.forward_head(self.model.forward_features(x), pre_logits=True).double())
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])).to(self.device)
+            x = preprocess(x, self.image_size).contiguous(memory_format=torch.channels_last)
+            out.append(self.model.forward_head(self.model.forward_features(x), pre_logits=True).double().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.model.num_features))
 
 

@@ -111,28 +111,30 @@ def _check_data(images, labels, n_classes: int) -> None:
 
 
 def train_generator(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: GeneratorConfig, seed: int,
-                    progress: Callable[[int, int, float], None] | None = None) -> tuple[dict, dict]:
+                    progress: Callable[[int, int, float], None] | None = None,
+                    device: torch.device | str = "cpu") -> tuple[dict, dict]:
     """Train on N x H x W x C uint8 images; returns (state dict, architecture meta) for `save_generator`.
 
     Deterministic: the same inputs and seed give the same tensors (at the same torch thread count).
-    `progress(step, total_steps, loss)` is called after every step.
+    `progress(step, total_steps, loss)` is called after every step. The batches and noise are drawn on the
+    CPU whatever `device` trains, so a GPU run sees the same draws.
     """
     _check_data(images, labels, n_classes)
     n, size, _, c = images.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_torch_seed(seed, "init"))
-        model = CVAE(c, size, n_classes, cfg.latent_dim, cfg.width)
+        model = CVAE(c, size, n_classes, cfg.latent_dim, cfg.width).to(device)
     pad = model.padded - size
-    x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+    x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255.0)
     x_pad = nn.functional.pad(x_all, (0, pad, 0, pad)) if pad else x_all
-    y_all = nn.functional.one_hot(torch.as_tensor(np.asarray(labels), dtype=torch.int64), n_classes).float()
+    y_all = nn.functional.one_hot(torch.as_tensor(np.asarray(labels), dtype=torch.int64), n_classes).float().to(device)
     g = torch.Generator().manual_seed(derive_torch_seed(seed, "train"))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     bs = min(cfg.batch_size, n)
     model.train()
     for step in range(1, cfg.steps + 1):
-        idx = torch.randint(0, n, (bs,), generator=g)
-        noise = torch.randn(bs, cfg.latent_dim, generator=g)
+        idx = torch.randint(0, n, (bs,), generator=g).to(device)
+        noise = torch.randn(bs, cfg.latent_dim, generator=g).to(device)
         logits, mu, logvar = model(x_pad[idx], y_all[idx], noise)
         rec = nn.functional.binary_cross_entropy_with_logits(logits, x_all[idx], reduction="sum") / bs
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / bs
@@ -144,7 +146,7 @@ def train_generator(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg:
             progress(step, cfg.steps, float(loss.item()))
     meta = {"kind": KIND, "version": FORMAT_VERSION, "channels": c, "size": size, "n_classes": n_classes,
             "latent_dim": cfg.latent_dim, "width": cfg.width}
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, meta
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}, meta
 
 
 def derive_torch_seed(seed: int, what: str) -> int:
@@ -222,6 +224,14 @@ class Generator:
         self.image_shape = (model.size, model.size, model.channels)
         # (batch size, torch threads) -> whether a batched decode gave `sample`'s logits bit for bit
         self.batch_checks: dict[tuple[int, int], bool] = {}
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "Generator":
+        """Decode on `device` (the latents are drawn on the CPU, the images quantised there)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.batch_checks.clear()
+        return self
 
     def latent(self, latent_seed: int) -> np.ndarray:
         _check_seed(latent_seed)
@@ -232,14 +242,14 @@ class Generator:
             raise ValueError(f"label {label!r} outside 0..{self.n_classes - 1}")
 
     def _single_logits(self, label: int, latent_seed: int) -> torch.Tensor:
-        z = torch.from_numpy(self.latent(latent_seed))[None]
-        onehot = nn.functional.one_hot(torch.tensor([int(label)]), self.n_classes).float()
+        z = torch.from_numpy(self.latent(latent_seed))[None].to(self.device)
+        onehot = nn.functional.one_hot(torch.tensor([int(label)]), self.n_classes).float().to(self.device)
         return self.model.decode(z, onehot)
 
     @torch.no_grad()
     def sample(self, label: int, latent_seed: int) -> np.ndarray:
         self._check_label(label)
-        img = torch.sigmoid(self._single_logits(label, latent_seed))[0]
+        img = torch.sigmoid(self._single_logits(label, latent_seed).cpu())[0]
         return img.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
     @torch.no_grad()
@@ -267,7 +277,7 @@ class Generator:
                          for i in (0, len(lab) - 1))
                 self.batch_checks[key] = ok
                 if ok:
-                    out[a:a + len(lab)] = _to_uint8(logits, size)
+                    out[a:a + len(lab)] = _to_uint8(logits.cpu(), size)
                     continue
                 logger().warning("generator: a batch of %d decoded at %d torch threads differs from the one-image "
                                  "decode on this machine; such batches are sampled one image at a time (same bytes, "
@@ -283,7 +293,7 @@ class Generator:
                      else [self.latent(s) for s in seeds])
         onehot = torch.zeros(k, self.n_classes)
         onehot[torch.arange(k), torch.as_tensor([int(c) for c in labels], dtype=torch.int64)] = 1.0
-        x = torch.cat([torch.from_numpy(z), onehot], 1)
+        x = torch.cat([torch.from_numpy(z), onehot], 1).to(self.device)
         fc = m.dec_fc[0]
         # k one-row products, as `decode` computes one row (a k-row matmul differs in the last bits)
         h = torch.baddbmm(fc.bias.expand(k, 1, -1), x[:, None, :], fc.weight.t().expand(k, -1, -1))

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from augdag.errors import LineageError
 from augdag.layout import out_dir
-from augdag.storage import MANIFEST, read_table, to_frame
+from augdag.storage import MANIFEST, read_table, to_frame, try_read_json
 
 
 def find(root: Path, sample_id: str, stages: Sequence[str]) -> tuple[str, dict]:
@@ -43,9 +43,16 @@ def _row(r) -> dict:
     return d
 
 
+def _device(root: Path, stage: str) -> dict:
+    """{"device": ...} of a stage that computed with a model (its summary says where), else {}."""
+    summary = try_read_json(out_dir(root, stage) / "summary.json")
+    return {"device": summary["device"]} if isinstance(summary, dict) and "device" in summary else {}
+
+
 def chain(root: Path, sample_id: str, stages: Sequence[str]) -> list[dict]:
-    """The sample, then its parents, back to the raw rows (breadth first)."""
-    out, frontier, seen = [], [sample_id], set()
+    """The sample, then its parents, back to the raw rows (breadth first); a sample made by a model carries the
+    device it was made on."""
+    out, frontier, seen, devices = [], [sample_id], set(), {}
     while frontier:
         sid = frontier.pop(0)
         if sid in seen:
@@ -54,6 +61,7 @@ def chain(root: Path, sample_id: str, stages: Sequence[str]) -> list[dict]:
         stage, r = find(root, sid, stages)
         out.append({"stage": stage, **{k: r[k] for k in ("sample_id", "branch", "label", "soft_label", "parent_ids",
                                                           "source", "op_params", "seed", "content_hash", "gate")},
-                    **({"text": r["text"]} if r.get("text") is not None else {})})
+                    **({"text": r["text"]} if r.get("text") is not None else {}),
+                    **devices.setdefault(stage, _device(root, stage))})
         frontier.extend(r["parent_ids"] or [])
     return out

@@ -50,6 +50,10 @@ def Range(lo: float, hi: float):
     return Annotated[tuple[float, float], AfterValidator(_range(lo, hi))]
 
 
+DeviceSpec = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                                  description="auto, cpu, cuda, cuda:N or mps")]
+
+
 class IngestParams(_Strict):
     source: str = Field(
         default="fashion-mnist",
@@ -168,7 +172,7 @@ class DiffusersParams(_Strict):
 
     path: str | None = Field(default=None, description="the model folder; nothing is downloaded")
     inference_steps: int = Field(default=50, ge=1, le=1000, description="DDIM steps per sample")
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="cpu, cuda, cuda:N or mps")
+    device: DeviceSpec | None = Field(default=None, description="null = the generative stage's device (device section)")
 
 
 # augdag/generative.py trains with it; it lives here, not beside the model, so that reading params imports no torch
@@ -363,11 +367,24 @@ class RunnerParams(_Strict):
     chunk_size: int = Field(default=512, ge=1, le=1_000_000, description="samples per shard task of a branch")
 
 
+class DeviceParams(_Strict):
+    """Where the model stages compute (augdag/device.py). A stage's own key, when set, overrides `default`."""
+
+    default: DeviceSpec = Field(default="cpu", description="auto = a GPU when torch sees one, else the CPU")
+    generative: DeviceSpec | None = None
+    quality: DeviceSpec | None = None
+    finetune: DeviceSpec | None = None
+    evaluate: DeviceSpec | None = None
+    mixed_precision: bool = Field(default=False, description="autocast (bf16, else fp16) in fine-tune and evaluate "
+                                                             "on a GPU; the CPU always computes in float32")
+
+
 class Params(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**63)
     modality: Literal["image", "text"] = Field(
         default="image", description="image: the image sections below | text: the `text` section (docs/text.md)")
     runner: RunnerParams = RunnerParams()
+    device: DeviceParams = DeviceParams()
     ingest: IngestParams = IngestParams()
     strategy: StrategyParams = StrategyParams()
     traditional: TraditionalParams = TraditionalParams()

@@ -53,7 +53,7 @@ def figures(name: str, root: Path) -> list[dict] | None:
     if name == "quality":
         return [{"branch": b, "in": s["in"], "kept": s["kept"], "rejected": s["rejected"], "pass_rate": s["pass_rate"],
                  "rejected_by": ", ".join(f"{c} {n}" for c, n in s.get("rejected_by", {}).items() if n)}
-                for b, s in _ordered(summary)]
+                for b, s in _ordered(summary) if b in SOURCES]
     if name == "merge":
         return [{"source": src, "samples": s["samples"], "mass": _num(s["mass"])}
                 for src, s in _ordered(summary) if src != "checks"]

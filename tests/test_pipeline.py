@@ -136,6 +136,24 @@ def test_lineage_and_replay_from_the_command_line(dvc_project):
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+def test_the_model_stages_record_their_device_in_summary_lineage_and_report(dvc_project):
+    data = dvc_project / "data"
+    summaries = {s: json.loads((data / s / "summary.json").read_text())
+                 for s in ("ingest", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate")}
+    assert {s for s, v in summaries.items() if "device" in v} == {"generative", "quality", "finetune", "evaluate"}
+    assert {v["device"] for v in summaries.values() if "device" in v} == {"cpu"}
+    assert summaries["finetune"]["precision"] == summaries["evaluate"]["precision"] == "fp32"
+    made = read_manifest(data / "generative").sample_id.iloc[0]
+    assert json.loads(run(["augdag", "lineage", made, "--json"], dvc_project).stdout)[0]["device"] == "cpu"
+    assert " device=cpu" in run(["augdag", "lineage", made], dvc_project).stdout
+    warped = read_manifest(data / "traditional").sample_id.iloc[0]
+    assert all("device" not in c for c in json.loads(run(["augdag", "lineage", warped, "--json"], dvc_project).stdout))
+    page = (data / "report" / "report.html").read_text()
+    rows = {s: page[page.index(f"<tr data-stage='{s}'>"):][:page[page.index(f"<tr data-stage='{s}'>"):].index("</tr>")]
+            for s in ("finetune", "merge")}
+    assert "</span></td><td>cpu</td>" in rows["finetune"] and "</span></td><td></td>" in rows["merge"]
+
+
 def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_project):
     import yaml
 

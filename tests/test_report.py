@@ -320,10 +320,12 @@ def test_the_text_report_shares_the_frame_and_escapes_its_values():
         confusion={"header": ["R&amp;B", "pop"], "rows": [("R&B", ["1", "0"]), ("pop", ["0", "1"])]},
         branches=[{"branch": "mix", "made": 6, "gate_in": 6, "kept": 5, "rejected": 1, "means": '{"q": 1}'}],
         merged=[{"source": "raw", "samples": 6, "mass": "0.2500"}],
-        finetune={"model": "m<1>", "steps": 3, "samples": 19, "pairs": 6, "val_accuracy": 0.5}, samples=[sample]))
+        finetune={"model": "m<1>", "steps": 3, "samples": 19, "pairs": 6, "val_accuracy": 0.5}, samples=[sample],
+        devices=[("finetune", "cuda:0"), ("evaluate", "cpu")]))
     assert page.startswith("<!doctype html><html><head><meta charset='utf-8'><title>augdag report (text)</title>"
                            f"<style>{_static('text.css')}</style></head><body><h1>augdag report (text)</h1>")
     assert page.endswith("</td></tr></table></body></html>\n")
+    assert "seed 0. Devices: finetune cuda:0, evaluate cpu.</p>" in page
     assert "classes: R&amp;B, pop;" in page and "<td>R&amp;B</td>" in page and "<th>R&amp;amp;B</th>" in page
     assert "<td>{&quot;q&quot;: 1}</td>" in page and "m&lt;1&gt;: 3 steps" in page
     row = page[page.index("<code>"):]

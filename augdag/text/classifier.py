@@ -174,7 +174,8 @@ class TextClassifier(nn.Module):
         try:
             pooled = self.pooled_unpadded(texts, batch_size)
             # one row a product: a GEMM's rows depend on its row count (see augdag.text.encoder's note)
-            logits = torch.cat([self.head(pooled[i:i + 1]) for i in range(len(pooled))])
+            dev = self.head.weight.device
+            logits = torch.cat([self.head(pooled[i:i + 1].to(dev)).cpu() for i in range(len(pooled))])
         finally:
             self.train(was)
         return torch.softmax(logits.double(), dim=1).numpy()
@@ -200,7 +201,7 @@ class TextClassifier(nn.Module):
                   "max_length": self.max_length, "dropout": self.dropout.p,
                   "hidden_size": self.encoder.config.hidden_size, "pooling": "mean",
                   "encoder_config": self.encoder.config.to_diff_dict(), "train": self.train_config}
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = json.dumps({"format": FORMAT, "classes": self.classes}, sort_keys=True)
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"augdag": meta})
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -349,13 +350,19 @@ def _sampling_p(weights, n: int) -> np.ndarray:
 
 def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
               config: FinetuneConfig | None = None, val_texts: Sequence[str] | None = None, val_labels=None,
-              encoder_path: str | Path | None = None) -> FinetuneResult:
+              encoder_path: str | Path | None = None, device: torch.device | str = "cpu",
+              precision=None) -> FinetuneResult:
     """Fine-tune MiniLM + a linear head on ``items`` (texts and/or ``Pair``s) with ``targets``.
 
     targets: class indices [N] or probability rows [N, len(classes)] (a pair's row is its lam-mix).
     weights: per-item sampling weights (None = uniform; 0 = never drawn). val_texts/val_labels:
     evaluated every ``eval_every`` steps and at the end (loss and accuracy in the curve).
+    device: where it trains; precision: an ``augdag.device.Precision`` (None: float32).
     """
+    from augdag.device import Precision
+
+    dev = torch.device(device)
+    prec = precision or Precision(dev, False)
     cfg = config or FinetuneConfig()
     items = _check_items(items)
     n, k = len(items), len(classes)
@@ -370,7 +377,7 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
     t0 = time.monotonic()
     with torch.random.fork_rng(devices=[]), torch_threads(cfg.num_threads):
         torch.manual_seed(derive_seed(cfg.seed, STAGE, "init"))
-        model = new_classifier(classes, cfg.max_length, cfg.dropout, encoder_path)
+        model = new_classifier(classes, cfg.max_length, cfg.dropout, encoder_path).to(dev)
         model.train_config = asdict(cfg)
         cache = None
         if cfg.freeze_encoder:
@@ -395,11 +402,11 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
                 model.encoder.eval()
             idx = rng(cfg.seed, STAGE, "batch", step).choice(n, size=cfg.batch_size, replace=True, p=p)
             batch = [items[i] for i in idx]
-            e = _pooled_batch(model, batch, cache)
-            loss = soft_ce(model.logits_from_pooled(e), y[idx])
+            with prec.autocast():
+                e = _pooled_batch(model, batch, cache)
+                loss = soft_ce(model.logits_from_pooled(e), y[idx].to(dev))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            prec.step(loss, opt)
             running.append(loss.item())
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 point = {"step": step, "train_loss": round(float(np.mean(running)), 6)}
@@ -407,7 +414,7 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
                     model.eval()
                     with torch.no_grad():
                         pooled = val_cache if val_cache is not None else model.pooled_unpadded(val[0])
-                        lv = model.head(pooled)
+                        lv = model.head(pooled.to(dev)).float().cpu()
                     point["val_loss"] = round(float(nn.functional.cross_entropy(lv, val[1])), 6)
                     point["val_accuracy"] = round(float((lv.argmax(1) == val[1]).float().mean()), 6)
                 curve.append(point)
@@ -424,7 +431,7 @@ def _pooled_batch(model: TextClassifier, batch: list, cache: dict | None) -> tor
     for it in batch:
         texts.extend((it,) if isinstance(it, str) else (it.text_a, it.text_b))
     if cache is not None:
-        enc = torch.stack([cache[t] for t in texts])
+        enc = torch.stack([cache[t] for t in texts]).to(model.head.weight.device)
     else:
         enc = model.pooled(texts)
     rows, j = [], 0

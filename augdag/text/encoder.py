@@ -44,6 +44,7 @@ ATTN = "sdpa"  # transformers' default; named so a transformers upgrade cannot s
 
 _CACHE: dict[str, tuple] = {}
 _LOCK = threading.Lock()
+_DEVICE = torch.device("cpu")  # where the cached encoders compute (`on_device`)
 
 
 def model_path() -> Path:
@@ -73,6 +74,23 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextmanager
+def on_device(dev) -> Iterator[None]:
+    """Inside the block the cached encoders (and those loaded in it) compute on `dev`; the CPU again after."""
+    global _DEVICE
+    with _LOCK:
+        was, _DEVICE = _DEVICE, torch.device(dev)
+        for _, m in _CACHE.values():
+            m.to(_DEVICE)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _DEVICE = was
+            for _, m in _CACHE.values():
+                m.to(was)
+
+
 def load(path: str | Path | None = None):
     """(tokenizer, model in eval mode) from ``path`` (default: the packaged model), cached per process.
 
@@ -95,7 +113,7 @@ def load(path: str | Path | None = None):
             model.eval()
             for q in model.parameters():
                 q.requires_grad_(False)
-            _CACHE[key] = (tokenizer, model)
+            _CACHE[key] = (tokenizer, model.to(_DEVICE))
         return _CACHE[key]
 
 
@@ -117,7 +135,8 @@ def encode_batch(model, tokenizer, texts: Sequence[str], max_length: int = MAX_L
     """Mean-pooled (not normalised) states of a padded batch, with gradients if the model has them.
 
     For training; use ``pooled_unpadded`` where the result must not depend on the batch."""
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    dev = next(model.parameters()).device
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(dev)
     out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                 token_type_ids=enc.get("token_type_ids"))
     return mean_pool(out.last_hidden_state, enc["attention_mask"])
@@ -143,14 +162,15 @@ def pooled_unpadded(model, tokenizer, texts: Sequence[str], batch_size: int, max
     """Mean-pooled states [N, hidden] computed without padding (see the module note); no gradients."""
     _check_sizes(batch_size, max_length)
     hidden = model.config.hidden_size
+    dev = next(model.parameters()).device
     out = torch.zeros(len(texts), hidden, dtype=torch.float32)
     with torch.no_grad():
         for rows, input_ids in length_groups(tokenizer, texts, max_length, batch_size):
             for row, ids in zip(rows, input_ids):  # one text a call: see the module note
-                ids = ids[None]
+                ids = ids[None].to(dev)
                 mask = torch.ones_like(ids)
                 h = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
-                out[row] = mean_pool(h, mask)[0].float()
+                out[row] = mean_pool(h, mask)[0].float().cpu()
     return out
 
 

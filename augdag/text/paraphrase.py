@@ -306,7 +306,7 @@ class Paraphraser:
 
     def __init__(self, cache: str | Path | None = None, temperature: float = 0.7, top_p: float = 0.9,
                  top_k: int = 0, max_new_tokens: int = 64, prompt: str = DEFAULT_PROMPT, threads: int | None = 1,
-                 model_path: str | Path | None = None):
+                 model_path: str | Path | None = None, device: str = "cpu"):
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt template {prompt!r}; allowed: {', '.join(PROMPTS)}")
         if not (temperature > 0 and 0 < top_p <= 1 and top_k >= 0 and max_new_tokens >= 1):
@@ -335,6 +335,8 @@ class Paraphraser:
         self.tokenizer, self.model, self.newline_ids, self.end_ids = _load(
             self.folder, self.model_sha256, own=model_path is not None)
         self.stop_ids = sorted(set(self.newline_ids) | set(self.end_ids))
+        self.device = str(device)
+        self.model.to(self.device)  # the loaded model is shared: the last Paraphraser made says where it runs
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -346,7 +348,8 @@ class Paraphraser:
         import torch
         import transformers
 
-        return f"transformers-{transformers.__version__};torch-{torch.__version__};threads={self.threads}"
+        on = "" if self.device == "cpu" else f";device={self.device}"  # CPU records read as before devices existed
+        return f"transformers-{transformers.__version__};torch-{torch.__version__};threads={self.threads}{on}"
 
     def prompt(self, text: str) -> str:
         return PROMPTS[self.prompt_id].format(text=" ".join(text.split()))
@@ -360,12 +363,13 @@ class Paraphraser:
         if not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
             raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
         tok, model = self.tokenizer, self.model
-        enc = tok(PROMPTS[s["prompt_id"]].format(text=" ".join(text.split())), return_tensors="pt")
+        enc = tok(PROMPTS[s["prompt_id"]].format(text=" ".join(text.split())), return_tensors="pt").to(self.device)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (self.end_ids or self.stop_ids or [0])[0]
         cfg = GenerationConfig(do_sample=True, temperature=s["temperature"], top_p=s["top_p"], top_k=s["top_k"],
                                max_new_tokens=s["max_new_tokens"], eos_token_id=self.stop_ids or None,
                                pad_token_id=pad)
-        with torch_threads(self.threads), torch.inference_mode(), torch.random.fork_rng(devices=[]), _quiet():
+        gpus = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        with torch_threads(self.threads), torch.inference_mode(), torch.random.fork_rng(devices=gpus), _quiet():
             torch.manual_seed(seed)
             out = model.generate(**enc, generation_config=cfg)
         new = out[0, enc["input_ids"].shape[1]:].tolist()

@@ -224,7 +224,7 @@ class MarianTranslator:
     name = "marian"
 
     def __init__(self, models: Mapping, num_beams: int = 1, max_new_tokens: int = 256, batch_size: int = 1,
-                 threads: int | None = 1):
+                 threads: int | None = 1, device: str = "cpu"):
         if not models:
             raise ValueError("models must map a direction ('eng-spa') to a MarianMT folder")
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
@@ -240,7 +240,7 @@ class MarianTranslator:
                 raise ModelError(f"MarianMT folder for {pair} not found or has no config.json: {folder}")
             self.folders[pair] = folder
         self.num_beams, self.max_new_tokens, self.batch_size = int(num_beams), int(max_new_tokens), int(batch_size)
-        self.threads = threads
+        self.threads, self.device = threads, str(device)
         self._loaded: dict[str, tuple] = {}
         self._identity: str | None = None
 
@@ -264,7 +264,7 @@ class MarianTranslator:
                     model = MarianMTModel.from_pretrained(str(folder), local_files_only=True)
             except (OSError, ValueError) as e:
                 raise ModelError(f"cannot load the MarianMT model for {pair} from {folder}: {e}") from e
-            model.eval()
+            model.eval().to(self.device)
             self._loaded[pair] = (tok, model)
         return self._loaded[pair]
 
@@ -281,7 +281,7 @@ class MarianTranslator:
         with torch_threads(self.threads), torch.inference_mode():
             for s in range(0, len(todo), self.batch_size):
                 idx = todo[s:s + self.batch_size]
-                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True)
+                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(self.device)
                 gen = model.generate(**enc, do_sample=False, num_beams=self.num_beams,
                                      max_new_tokens=self.max_new_tokens)
                 for i, g in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):

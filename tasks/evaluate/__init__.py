@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from augdag import gx
+from augdag import device, gx
 from augdag.adversarial import robust_accuracy
 from augdag.errors import ModelError
 from augdag.layout import EXPECTATIONS, classes
@@ -55,6 +55,8 @@ def check_metrics(metrics: dict, n_classes: int, min_accuracy: float, results_pa
 
 def run(p: Params, root: Path, **_) -> dict:
     torch.set_num_threads(p.finetune.num_threads)
+    dev = device.for_stage(p, "evaluate")
+    prec = device.Precision(dev, p.device.mixed_precision)
     cls = classes(root)
     model = build_model(p.finetune.model, len(cls), pretrained=False)
     path = out_dir(root, "finetune") / "model.safetensors"
@@ -69,19 +71,22 @@ def run(p: Params, root: Path, **_) -> dict:
     raw = StageData(out_dir(root, "ingest"))
     test = raw.manifest[raw.manifest.split == "test"]
     images = torch.from_numpy(raw.images(test))
-    logits = predict(model, images, p.finetune.image_size, p.evaluate.batch_size)
+    model = model.to(dev)
+    logits = predict(model, images, p.finetune.image_size, p.evaluate.batch_size, precision=prec)
     y_true = test.label.to_numpy(dtype=np.int64)
     y_pred = logits.argmax(1).numpy()
     s = scores(y_true, y_pred, len(cls))
     metrics = {"accuracy": round(s["accuracy"], 6), "macro_f1": round(s["macro_f1"], 6), "n_test": int(len(test)),
                "per_class_accuracy": {c: round(a, 6) for c, a in zip(cls, s["per_class_accuracy"])}}
-    summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n_test"]}
+    summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n_test"],
+               **device.describe(dev), "precision": prec.name}
     check_metrics(metrics, len(cls), p.evaluate.min_accuracy, out_dir(root, "validation") / "evaluate" / "metrics.json")
     rob, rob_rows = p.evaluate.robustness, []
     if rob.enabled:
         logger().info("evaluate: robustness, %s at eps %s on up to %d test samples", "/".join(rob.attacks),
                       rob.epsilons, rob.n_samples)
-        r = robust_accuracy(model, images, y_true, p.finetune.image_size, rob, p.seed, p.evaluate.batch_size)
+        with prec.autocast():
+            r = robust_accuracy(model, images, y_true, p.finetune.image_size, rob, p.seed, p.evaluate.batch_size)
         robustness = {"n": r["n"], "clean": round(r["clean"], 6),
                       **{a: {e: round(v, 6) for e, v in r[a].items()} for a in rob.attacks}}
         metrics["robustness"] = robustness

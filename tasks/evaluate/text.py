@@ -17,18 +17,20 @@ from augdag.tasks._text import _csv, _raw
 
 
 def evaluate(p: Params, root: Path) -> dict:
+    from augdag import device
     from augdag.text import classifier
 
+    dev = device.for_stage(p, "evaluate")
     names = classes(root)
     raw = _raw(root)
     test = raw[raw.split == "test"]
-    model = classifier.TextClassifier.load(out_dir(root, "finetune"))
+    model = classifier.TextClassifier.load(out_dir(root, "finetune")).to(dev)
     if list(model.classes) != names:
         raise DataError(f"{out_dir(root, 'finetune')}: the model's classes {model.classes} are not the ingest "
                         f"classes {names}; re-run finetune")
     from augdag.env import torch_threads
 
-    with torch_threads(p.text.finetune.num_threads):
+    with torch_threads(p.text.finetune.num_threads), classifier.encoder.on_device(dev):
         probs = model.predict_proba(test.text.tolist(), batch_size=min(p.evaluate.batch_size, 256))
     ev = classifier.evaluate_probs(probs, test.label.to_numpy(), names)
     f1 = [c["f1"] for c in ev["per_class"].values()]
@@ -46,7 +48,7 @@ def evaluate(p: Params, root: Path) -> dict:
         write_text(tmp / "predictions.csv", _csv(preds, ["sample_id", "actual", "predicted", "confidence"]))
         write_text(tmp / "robustness.csv", _csv([], ["attack", "epsilon", "accuracy", "n"]))
         summary = {**metrics, "modality": "text", "per_class": ev["per_class"],
-                   "robustness": "not measured for text (the attacks perturb pixels)"}
+                   "robustness": "not measured for text (the attacks perturb pixels)", **device.describe(dev)}
         write_json(tmp / "summary.json", summary)
     return metrics
 

@@ -16,6 +16,7 @@ Reweight Examples"; Fan et al. 2024, "DoGE".)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -26,7 +27,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from augdag import mixing
+from augdag import device, mixing
 from augdag.adversarial import fgsm, soft_ce
 from augdag.errors import DataError
 from augdag.layout import classes
@@ -112,15 +113,17 @@ class SourceSampler:
         params = [q for q in model.parameters() if q.requires_grad]
         was_training = model.training
         model.eval()
+        dev = params[0].device
         vi = torch.as_tensor(g.choice(len(xv), size=min(cfg.feedback_batch, len(xv)), replace=False))
         g_val = _flat_grad(model,
-                           torch.nn.functional.cross_entropy(model(preprocess(xv[vi], image_size)), yv[vi]),
+                           torch.nn.functional.cross_entropy(model(preprocess(xv[vi].to(dev), image_size)),
+                                                             yv[vi].to(dev)),
                            params)
         feedback = {}
         for k, name in enumerate(self.names):
             members = np.flatnonzero(self.index == k)
             si = torch.as_tensor(g.choice(members, size=min(cfg.feedback_batch, len(members)), replace=False))
-            g_s = _flat_grad(model, soft_ce(model(preprocess(x[si], image_size)), y[si]), params)
+            g_s = _flat_grad(model, soft_ce(model(preprocess(x[si].to(dev), image_size)), y[si].to(dev)), params)
             feedback[name] = float(torch.nn.functional.cosine_similarity(g_val, g_s, dim=0))
         model.train(was_training)
         self.apply_feedback(feedback, step)
@@ -135,16 +138,22 @@ class SourceSampler:
 
 
 @torch.no_grad()
-def predict(model, images: torch.Tensor, image_size: int, batch_size: int = 256) -> torch.Tensor:
-    """Logits for N x H x W x C uint8 images."""
+def predict(model, images: torch.Tensor, image_size: int, batch_size: int = 256, precision=None) -> torch.Tensor:
+    """Logits (float32, on the CPU) for N x H x W x C uint8 images, computed on the model's device."""
     model.eval()
-    out = [model(preprocess(images[i:i + batch_size], image_size)) for i in range(0, len(images), batch_size)]
+    dev = next(model.parameters()).device
+    amp = precision.autocast() if precision is not None else contextlib.nullcontext()
+    with amp:
+        out = [model(preprocess(images[i:i + batch_size].to(dev), image_size)).float().cpu()
+               for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def run(p: Params, root: Path, **_) -> dict:
     fp = p.finetune
     log = logger()
+    dev = device.for_stage(p, "finetune")
+    prec = device.Precision(dev, p.device.mixed_precision)
     torch.set_num_threads(fp.num_threads)
     torch.manual_seed(derive_seed(p.seed, "finetune", "init"))
     cls = classes(root)
@@ -159,7 +168,7 @@ def run(p: Params, root: Path, **_) -> dict:
     if fp.sampling.mode == "dynamic" and not len(xv):
         raise DataError("finetune.sampling.mode = dynamic needs a validation split (ingest.n_val_per_class >= 1)")
 
-    model = build_model(fp.model, len(cls), fp.pretrained)
+    model = build_model(fp.model, len(cls), fp.pretrained).to(dev)
     if fp.freeze == "backbone":
         head = {id(q) for q in model.get_classifier().parameters()} if hasattr(model, "get_classifier") else set()
         for q in model.parameters():
@@ -169,8 +178,8 @@ def run(p: Params, root: Path, **_) -> dict:
     gen = torch.Generator().manual_seed(derive_seed(p.seed, "finetune", "sampler"))
     adv = fp.adversarial
     adv_gen = torch.Generator().manual_seed(derive_seed(p.seed, "finetune", "adversarial"))
-    log.info("finetune: %s on %d samples (%d classes, sources %s), %d steps of %d, sampling %s%s%s", fp.model, len(x),
-             len(cls), sampler.names, fp.steps, fp.batch_size, fp.sampling.mode,
+    log.info("finetune: %s on %d samples (%d classes, sources %s), %d steps of %d on %s (%s), sampling %s%s%s",
+             fp.model, len(x), len(cls), sampler.names, fp.steps, fp.batch_size, dev, prec.name, fp.sampling.mode,
              f", online {fp.online_augment}" if fp.online_augment != "none" else "",
              f", FGSM eps={adv.epsilon} weight={adv.weight}" if adv.enabled else "")
 
@@ -180,23 +189,24 @@ def run(p: Params, root: Path, **_) -> dict:
     for step in range(1, fp.steps + 1):
         model.train()
         idx = torch.multinomial(sampler.weights(), fp.batch_size, replacement=True, generator=gen)
-        images, yb = online_augment(x[idx], fp.online_augment, p.seed, step), y[idx]
+        images = online_augment(x[idx], fp.online_augment, p.seed, step).to(dev)
+        yb = y[idx].to(dev)
         mix_rng = rng(p.seed, "finetune", "online_mix", step) if fp.online_mix.enabled else None
-        if adv.enabled:
-            x01 = to_unit(images, fp.image_size)
-            if mix_rng is not None:
-                x01, yb = mixing.mix_batch(x01, yb, fp.online_mix, mix_rng)
-            x_adv = fgsm(model, x01, yb, adv.epsilon, random_start=adv.random_start, generator=adv_gen)
-            loss = ((1.0 - adv.weight) * soft_ce(model(normalize(x01)), yb)
-                    + adv.weight * soft_ce(model(normalize(x_adv)), yb))
-        else:
-            xb = preprocess(images, fp.image_size)
-            if mix_rng is not None:
-                xb, yb = mixing.mix_batch(xb, yb, fp.online_mix, mix_rng)
-            loss = soft_ce(model(xb), yb)
+        with prec.autocast():
+            if adv.enabled:
+                x01 = to_unit(images, fp.image_size)
+                if mix_rng is not None:
+                    x01, yb = mixing.mix_batch(x01, yb, fp.online_mix, mix_rng)
+                x_adv = fgsm(model, x01, yb, adv.epsilon, random_start=adv.random_start, generator=adv_gen)
+                loss = ((1.0 - adv.weight) * soft_ce(model(normalize(x01)), yb)
+                        + adv.weight * soft_ce(model(normalize(x_adv)), yb))
+            else:
+                xb = preprocess(images, fp.image_size)
+                if mix_rng is not None:
+                    xb, yb = mixing.mix_batch(xb, yb, fp.online_mix, mix_rng)
+                loss = soft_ce(model(xb), yb)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        prec.step(loss, opt)
         running.append(loss.item())
         progress.update()
         if fp.sampling.mode == "dynamic" and step % fp.sampling.every == 0 and step < fp.steps:
@@ -207,7 +217,7 @@ def run(p: Params, root: Path, **_) -> dict:
         if step % fp.eval_every == 0 or step == fp.steps:
             point = {"step": step, "train_loss": round(float(np.mean(running)), 6)}
             if len(xv):
-                lv = predict(model, xv, fp.image_size)
+                lv = predict(model, xv, fp.image_size, precision=prec)
                 point["val_loss"] = round(float(torch.nn.functional.cross_entropy(lv, yv)), 6)
                 point["val_accuracy"] = round(float((lv.argmax(1) == yv).float().mean()), 6)
             curve.append(point)
@@ -216,7 +226,7 @@ def run(p: Params, root: Path, **_) -> dict:
                      " ".join(f"{k}={v}" for k, v in point.items() if k != "step"), time.monotonic() - t0)
 
     with atomic_dir(out_dir(root, "finetune")) as tmp:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # One metadata key: safetensors writes a multi-key metadata map in per-process hash order.
         meta = json.dumps({"model": fp.model, "classes": cls, "image_size": fp.image_size}, sort_keys=True)
         save_file(state, tmp / "model.safetensors", metadata={"augdag": meta})
@@ -231,6 +241,7 @@ def run(p: Params, root: Path, **_) -> dict:
             wr.writerows(sampler.trajectory)
         summary = {"steps": fp.steps, "samples": len(x), **curve[-1],
                    "sampling": {"mode": fp.sampling.mode, "sources": sampler.names, "final_weights": sampler.final(),
-                                "updates": len({r["step"] for r in sampler.trajectory}) - 1}}
+                                "updates": len({r["step"] for r in sampler.trajectory}) - 1},
+                   **device.describe(dev), "precision": prec.name}
         write_json(tmp / "summary.json", summary)
     return summary

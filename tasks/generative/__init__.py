@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from augdag import device
 from augdag import generative as gen
 from augdag.errors import ModelError
 from augdag.layout import classes
@@ -51,11 +52,12 @@ def spread(n: int, k: int = QUALITY_SAMPLE) -> np.ndarray:
     return np.arange(n) if n <= k else np.linspace(0, n - 1, k).round().astype(np.int64)
 
 
-def produced_quality(real_train, train_labels, real_val, val_labels, generated, gen_labels, n_classes) -> dict:
+def produced_quality(real_train, train_labels, real_val, val_labels, generated, gen_labels, n_classes,
+                     dev="cpu") -> dict:
     """Label agreement of a reference probe, and Fréchet distances in the backbone's feature space."""
     from augdag.features import Embedder, LinearProbe, frechet_distance
 
-    emb = Embedder(image_size=64)
+    emb = Embedder(image_size=64, device=dev)
     f_train, f_val, f_gen = emb(real_train), emb(real_val), emb(generated)
     probe = LinearProbe(n_classes).fit(f_train, train_labels)
     out = {"label_agreement": round(float((probe.predict_proba(f_gen).argmax(1) == gen_labels).mean()), 6)}
@@ -71,6 +73,7 @@ def run(p: Params, root: Path, **_) -> dict:
     plan = load_plan(root, BRANCH)
     gp = p.generative
     log = logger()
+    dev = device.for_stage(p, BRANCH)
     metrics_path(root).parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir(root, BRANCH)) as tmp:
         w = StageWriter(tmp, p.ingest.shard_size)
@@ -84,8 +87,10 @@ def run(p: Params, root: Path, **_) -> dict:
             if gp.backend == "diffusers":
                 from augdag.diffusion import load_diffusion
 
+                if gp.diffusers.device is not None:
+                    dev = device.resolve(gp.diffusers.device, "generative.diffusers.device")
                 generator = load_diffusion(gp.diffusers.path, inference_steps=gp.diffusers.inference_steps,
-                                           device=gp.diffusers.device)
+                                           device=dev)
                 if generator.n_classes != n_classes or generator.image_shape != images.shape[1:]:
                     raise ModelError(f"{gp.diffusers.path}: diffusion model makes {generator.image_shape} images of "
                                      f"{generator.n_classes} classes; "
@@ -94,7 +99,7 @@ def run(p: Params, root: Path, **_) -> dict:
                 extra = {"backend": "diffusers", "model_path": str(Path(gp.diffusers.path).resolve()),
                          "inference_steps": gp.diffusers.inference_steps}
             elif gp.checkpoint:
-                generator = gen.load_generator(gp.checkpoint)
+                generator = gen.load_generator(gp.checkpoint).to(dev)
                 if generator.n_classes != n_classes or generator.image_shape != images.shape[1:]:
                     raise ModelError(f"{gp.checkpoint}: generator makes {generator.image_shape} images of "
                                      f"{generator.n_classes} classes; "
@@ -110,9 +115,10 @@ def run(p: Params, root: Path, **_) -> dict:
                         log.info("generative: step %d/%d loss %.4f", step, total, loss)
 
                 state, meta = gen.train_generator(images, labels, n_classes, gp.model,
-                                                  derive_seed(p.seed, BRANCH, "train"), progress=progress)
+                                                  derive_seed(p.seed, BRANCH, "train"), progress=progress,
+                                                  device=dev)
                 digest = gen.save_generator(state, meta, tmp / CHECKPOINT)
-                generator = gen.load_generator(tmp / CHECKPOINT)
+                generator = gen.load_generator(tmp / CHECKPOINT).to(dev)
             # (class, i) pairs in class order, made as they are sampled, so memory does not grow with the sample count
             want = ((c, i) for c in range(n_classes) for i in range(plan["multiplier"] * int((labels == c).sum())))
             while batch := list(itertools.islice(want, 256)):
@@ -130,16 +136,23 @@ def run(p: Params, root: Path, **_) -> dict:
             picked = pq.read_table(tmp / MANIFEST, columns=list(SCORED_COLUMNS)).take(g).to_pandas()
             quality = produced_quality(images[t], labels[t], raw.images(val), val.label.to_numpy(dtype=np.int64),
                                        StageData(tmp, manifest=False).images(picked),
-                                       picked.label.to_numpy(dtype=np.int64), n_classes)
+                                       picked.label.to_numpy(dtype=np.int64), n_classes, dev)
             if len(g) < w.count or len(t) < len(images):
                 quality["scored_on"] = {"train": len(t), "generated": len(g)}
-            summary = {"enabled": True, "samples": w.count, "generator_hash": digest, **quality}
+            summary = {"enabled": True, "samples": w.count, "generator_hash": digest, **quality,
+                       **device.describe(dev)}
             log.info("generative: %s", json.dumps(quality))
         else:
             w.close()
         write_json(tmp / "summary.json", summary)
     write_json(metrics_path(root), summary)
     return summary
+
+
+def _replay_device(root: Path):
+    from augdag.storage import try_read_json
+
+    return device.for_replay((try_read_json(out_dir(root, BRANCH) / "summary.json") or {}).get("device"), BRANCH)
 
 
 def replay(root: Path, r: dict, params: Params | None = None) -> dict:
@@ -151,7 +164,7 @@ def replay(root: Path, r: dict, params: Params | None = None) -> dict:
         from augdag.diffusion import load_diffusion
 
         q = r["op_params"]
-        g = load_diffusion(q["model_path"], inference_steps=int(q["inference_steps"]))
+        g = load_diffusion(q["model_path"], inference_steps=int(q["inference_steps"]), device=_replay_device(root))
         if g.digest != r["generator_hash"]:
             raise LineageError(f"{q['model_path']}: diffusion model hash differs from the one {r['sample_id']} was "
                                "drawn with")
@@ -159,5 +172,5 @@ def replay(root: Path, r: dict, params: Params | None = None) -> dict:
     ckpt = out_dir(root, "generative") / "generator.safetensors"
     if gen.file_hash(ckpt) != r["generator_hash"]:
         raise LineageError(f"{ckpt}: checkpoint hash differs from the one {r['sample_id']} was drawn with")
-    g = gen.load_generator(ckpt)
+    g = gen.load_generator(ckpt).to(_replay_device(root))
     return {"replayed_hash": content_hash(g.sample(int(r["label"]), int(r["op_params"]["latent_seed"])))}

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
+from augdag import device
 from augdag.errors import ParamsError
 from augdag.log import Progress, logger
 from augdag.params import Params
@@ -14,7 +17,7 @@ from augdag.storage import text_hash, write_json
 from augdag.tasks._text import _items, _raw, _write_branch
 
 
-def make_translator(p: Params):
+def make_translator(p: Params, dev="cpu"):
     from augdag.text import translate
 
     g = p.text.generative
@@ -25,10 +28,10 @@ def make_translator(p: Params):
     if missing:
         raise ParamsError(f"params.yaml: text.generative.marian lacks direction(s) {missing}; translator marian "
                           f"needs a local MarianMT folder for each of {need}")
-    return translate.MarianTranslator({d: g.marian[d] for d in need})
+    return translate.MarianTranslator({d: g.marian[d] for d in need}, device=str(dev))
 
 
-def make_paraphraser(p: Params):
+def make_paraphraser(p: Params, dev="cpu"):
     from augdag.text import paraphrase
 
     pp = p.text.generative.paraphrase
@@ -38,7 +41,7 @@ def make_paraphraser(p: Params):
             raise ParamsError(f"params.yaml: text.generative.methods has paraphrase, but {why}; run "
                               "`make setup-paraphrase`, or set text.generative.paraphrase.model_path")
     return paraphrase.Paraphraser(temperature=pp.temperature, top_p=pp.top_p, max_new_tokens=pp.max_new_tokens,
-                                  model_path=pp.model_path)
+                                  model_path=pp.model_path, device=str(dev))
 
 
 def generative(p: Params, root: Path) -> dict:
@@ -54,15 +57,17 @@ def generative(p: Params, root: Path) -> dict:
     repeats = len(items) - len(bt) - len(para)
     records: dict[tuple[str, int], dict | None] = {}
     progress = Progress("generative", len(bt) + len(para))
+    models = bool(para) or (bool(bt) and p.text.generative.translator == "marian")  # apertium is a CPU program
+    dev = device.for_stage(p, "generative") if models else torch.device("cpu")
     if bt:
-        translator = make_translator(p)
+        translator = make_translator(p, dev)
         logger().info("generative (text): back-translation of %d texts through %s", len(bt), translator.identity)
         for (pid, k), rec in zip(bt, translate.back_translate([texts[pid] for pid, _ in bt], translator,
                                                              pivot=p.text.generative.pivot)):
             records[(pid, k)] = rec
         progress.update(len(bt))
     if para:
-        para_model = make_paraphraser(p)
+        para_model = make_paraphraser(p, dev)
         for pid, k in para:
             records[(pid, k)] = paraphrase.make_params(texts[pid], derive_seed(p.seed, "generative", pid, k),
                                                        para_model)
@@ -82,7 +87,7 @@ def generative(p: Params, root: Path) -> dict:
         logger().info("generative (text): %d variants not made (back-translation is deterministic: one per text)",
                       repeats)
     summary = _write_branch(root, "generative", plan, rows, {"unchanged": unchanged, "not_made_repeats": repeats,
-                                                        "methods": list(methods)})
+                                                        "methods": list(methods), **device.describe(dev)})
     from augdag.tasks.generative import metrics_path
 
     metrics_path(root).parent.mkdir(parents=True, exist_ok=True)
@@ -96,13 +101,17 @@ def run(p: Params, root: Path, **_) -> dict:
 
 def replay(root: Path, r: dict, params: Params | None = None) -> dict:
     """The parent's text back-translated or paraphrased again with the recorded translator or model and seed."""
+    from augdag.storage import try_read_json
+    from augdag.tasks import out_dir
     from augdag.tasks._text import replay_start
     from augdag.text import paraphrase, translate
 
     texts, parents, out = replay_start(root, r)
     rec, p = r["op_params"], params or Params(modality="text")
+    dev = device.for_replay((try_read_json(out_dir(root, "generative") / "summary.json") or {}).get("device"),
+                            "generative")
     if rec.get("op") == translate.OP:
-        text = translate.replay(texts[parents[0]], rec, make_translator(p))
+        text = translate.replay(texts[parents[0]], rec, make_translator(p, dev))
     else:
-        text = paraphrase.replay(texts[parents[0]], rec, make_paraphraser(p))
+        text = paraphrase.replay(texts[parents[0]], rec, make_paraphraser(p, dev))
     return {**out, "replayed_hash": text_hash(text)}

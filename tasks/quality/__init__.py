@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augdag import checks, gx, scoring
+from augdag import checks, device, gx, scoring
 from augdag.errors import ParamsError
 from augdag.layout import classes
 from augdag.log import Progress, logger
@@ -132,6 +132,7 @@ def run(p: Params, root: Path, **_) -> dict:
     if p.quality.chunk_rows % CHUNK:  # the embedder's batches must not depend on the chunking (float results do)
         raise ParamsError(f"params.yaml: quality.chunk_rows = {p.quality.chunk_rows}: must be a multiple of {CHUNK}")
     names = classes(root)
+    dev = device.for_stage(p, "quality")
     raw = StageData(out_dir(root, "ingest"))
     results = out_dir(root, "validation") / "quality"
     results.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def run(p: Params, root: Path, **_) -> dict:
         train = reference_rows(raw_train, p.quality.reference_max_per_class, p.seed)
         log.info("quality: reference classifier on %d raw train images", len(train))
         ref = image_scores.ReferenceClassifier(raw.images(train), train.label.to_numpy(dtype=np.int64), len(names),
-                                       image_size=p.quality.reference_image_size)
+                                               image_size=p.quality.reference_image_size, device=dev)
     raw_train = raw_train.set_index("sample_id")
     progress = Progress("quality", sum(sizes.values()))
     summary: dict = {}
@@ -165,7 +166,7 @@ def run(p: Params, root: Path, **_) -> dict:
                 yield k, r
             summary[branch] = tally.summary()
 
-    return write_gate(root, parts(), summary, results)
+    return write_gate(root, parts(), summary, results, device.describe(dev))
 
 
 def _result_path(results: Path, branch: str, chunk: int) -> Path:
@@ -258,9 +259,10 @@ def gate_branch(branch: str, frame: pd.DataFrame, gate: checks.Gate, params: dic
     return k, r, tally.summary()
 
 
-def write_gate(root: Path, parts, summary: dict, results: Path) -> dict:
+def write_gate(root: Path, parts, summary: dict, results: Path, dev: dict) -> dict:
     """data/quality from `parts`, (kept, rejected) frames appended to manifest.parquet and rejected.parquet as
-    they come (summary is complete once they are all read); then summary, metrics and the Data Docs."""
+    they come (summary is complete once they are all read); then summary (with `dev`, where the scores were
+    computed), metrics and the Data Docs."""
     log = logger()
     with atomic_dir(out_dir(root, "quality")) as tmp:
         writers = ManifestWriter(tmp / "manifest.parquet"), ManifestWriter(tmp / "rejected.parquet")
@@ -278,7 +280,7 @@ def write_gate(root: Path, parts, summary: dict, results: Path) -> dict:
         metrics = {b: {**{k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")},
                        **({"scores": summary[b]["score_summary"]} if summary[b].get("score_summary") else {})}
                    for b in BRANCHES}
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / "summary.json", {**summary, **dev})
         write_json(tmp / "metrics.json", metrics)
     log.info("quality: %s%s", json.dumps(metrics), f"; Data Docs: {docs}" if docs else "")
     return {b: {k: summary[b][k] for k in ("in", "kept", "rejected")} for b in BRANCHES}

@@ -72,11 +72,12 @@ def mix_scores(parent_a: np.ndarray, parent_b: np.ndarray, samples: np.ndarray,
 class ReferenceClassifier:
     """A linear probe on the pretrained backbone's features, trained on the raw train split."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, image_size: int = 64):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, image_size: int = 64,
+                 device="cpu"):
         from augdag.features import Embedder, LinearProbe
 
         self.n_classes = n_classes
-        self.embed = Embedder(image_size=image_size)
+        self.embed = Embedder(image_size=image_size, device=device)
         self.probe = LinearProbe(n_classes).fit(self.embed(images), labels)
 
     def proba(self, images: np.ndarray) -> np.ndarray:

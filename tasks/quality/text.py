@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augdag import checks, scoring
+from augdag import checks, device, scoring
 from augdag.layout import classes
 from augdag.log import Progress, logger
 from augdag.params import BRANCHES, Params
@@ -72,11 +72,19 @@ def _scores_json(frame: pd.DataFrame) -> list[str]:
 
 
 def quality(p: Params, root: Path) -> dict:
-    from augdag.tasks.quality import gate_branch, write_gate
-    from augdag.text import gate
+    from augdag.text import encoder
 
     log = logger()
     checks.check_modes(p.quality.modes)
+    dev = device.for_stage(p, "quality")
+    with encoder.on_device(dev):
+        return _quality(p, root, log, device.describe(dev))
+
+
+def _quality(p: Params, root: Path, log, dev: dict) -> dict:
+    from augdag.tasks.quality import gate_branch, write_gate
+    from augdag.text import gate
+
     names = classes(root)
     raw = _raw(root)
     texts = dict(zip(raw.sample_id, raw.text))
@@ -102,7 +110,7 @@ def quality(p: Params, root: Path) -> dict:
                                             _scores_json)
         parts.append((k, r))
         progress.update(len(m))
-    return write_gate(root, parts, summary, results)
+    return write_gate(root, parts, summary, results, dev)
 
 
 def run(p: Params, root: Path, **_) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from markupsafe import Markup
 
+from augdag.params import BRANCHES
 from augdag.storage import MANIFEST, StageData, read_json, read_manifest, try_read_json
 from augdag.tasks import STAGES, out_dir
 
@@ -59,7 +60,10 @@ def stages(root: Path, status: dict, timing: dict, detail: dict) -> dict:
     for s in STAGES:
         st, note = status[s]
         summary = try_read_json(out_dir(root, s) / "summary.json") if s != "report" else None
-        rows.append({"stage": s, "status": st, "css": STATUS_CLASS[st], "note": note,
+        where = summary.get("device") if isinstance(summary, dict) else None
+        if where and isinstance(summary, dict) and summary.get("device_name"):
+            where = f"{where} ({summary['device_name']})"
+        rows.append({"stage": s, "status": st, "css": STATUS_CLASS[st], "note": note, "device": where or "",
                      "time": secs(timing.get(s)) + (f" ({detail[s]})" if detail.get(s) else ""),
                      "summary": None if summary is None else json.dumps(summary, sort_keys=True)})
     return {"graph": graph, "rows": rows}
@@ -102,6 +106,7 @@ def gate(root: Path, n: int, linked: frozenset) -> dict | Missing:
     rej_path = folder / "rejected.parquet"
     rejected = read_manifest(folder, rej_path.name) if rej_path.exists() else None
     table = []
+    summary = {b: s for b, s in summary.items() if b in BRANCHES}  # and "device", shown with the other devices
     for branch, s in summary.items():
         rate = "–" if s.get("pass_rate") is None else f"{s['pass_rate']:.3f}"
         by = ", ".join(f"{k}: {v}" for k, v in (s.get("rejected_by") or {}).items()) or "–"

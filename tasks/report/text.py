@@ -127,7 +127,12 @@ def report(p: Params, root: Path) -> dict:
                 for s, v in merge_s.items() if s != "checks"],
         finetune={"model": ft_s["model"], "steps": ft_s["steps"], "samples": ft_s["samples"],
                   "pairs": ft_s.get("pairs", 0), "val_accuracy": ft_s.get("val_accuracy", "n/a")},
-        samples=samples)
+        samples=samples,
+        devices=[(s, d["device"]) for s, d in (("generative", branches["generative"]), ("quality", quality_s),
+                                                ("finetune", ft_s),
+                                                ("evaluate", try_read_json(out_dir(root, "evaluate") / "summary.json")
+                                                 or {}))
+                 if d.get("device")])
     with atomic_dir(out_dir(root, "report")) as tmp:
         write_text(tmp / "report.html", str(page))
         write_json(tmp / "samples.json", samples)
