@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--dataset", help="folder of images, one subfolder per class (sets ingest.source)")
     r.add_argument("--set", dest="set_params", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param in params.yaml, e.g. --set finetune.steps=100 (repeatable)")
+    r.add_argument("--set-file", dest="set_files", action="append", default=[], metavar="FILE",
+                   help="a partial params file (e.g. configs/gpu-224.yaml) written into params.yaml before --set")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--force", action="store_true", help="rerun stages even when DVC says they are up to date")
     c = sub.add_parser("compare", help="compare augmentation strategies over seeds (Prefect flow augdag-compare)")
@@ -104,7 +106,9 @@ def _dispatch(args, root: Path) -> int:
     from augdag.prefect_server import temporary_server
 
     if args.cmd == "run":
-        overrides = list(args.set_params)
+        from augdag.params import set_file_overrides
+
+        overrides = [o for f in args.set_files for o in set_file_overrides(f)] + list(args.set_params)
         if args.dataset:
             overrides.append(f"ingest.source={Path(args.dataset).resolve()}")
         from augdag.api import run_flow

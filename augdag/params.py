@@ -500,6 +500,26 @@ def dotted_to_nested(pairs: list[str]) -> dict:
     return out
 
 
+def set_file_overrides(path: str | Path) -> list[str]:
+    """A partial params file (e.g. configs/gpu-224.yaml) as KEY=VALUE overrides, in its order."""
+    import json
+
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not data:
+        raise ParamsError(f"{path}: a params set must be a non-empty mapping of params.yaml sections")
+    out: list[str] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k}={json.dumps(v)}")  # JSON is YAML: the override parser reads it back
+
+    walk(data, "")
+    return out
+
+
 def _represent_float(representer, value: float):
     """Floats in a form YAML 1.1 readers (PyYAML, which reads params.yaml) take as floats: 1e-05 is a
     string there, 1.0e-05 a float."""

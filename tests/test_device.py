@@ -130,3 +130,32 @@ def test_a_generator_moved_to_the_cpu_draws_the_same_bytes():
     a = gen.Generator(model).sample_batch([0, 1, 2], [5, 6, 7])
     b = gen.Generator(model).to("cpu").sample_batch([0, 1, 2], [5, 6, 7])
     assert a.dtype == np.uint8 and np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_bench_devices_runs_the_params_set_on_each_device_asked(tmp_path):
+    """bench/devices.py end to end on the CPU (the GPU columns need a GPU): every stage timed, the params set
+    applied with the device, the summaries saying where the model stages ran."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO, SMALL
+
+    small = ["ingest.n_per_class=2", "ingest.n_val_per_class=1", "ingest.n_test_per_class=3",
+             "quality.reference_image_size=32", "finetune.image_size=32", "finetune.steps=3", "finetune.batch_size=7",
+             "evaluate.robustness.n_samples=6", "evaluate.robustness.pgd_steps=1"]
+    small += [f"generative.model.{k}={v}" for k, v in SMALL["generative"]["model"].items()]
+    out = tmp_path / "devices.json"
+    res = subprocess.run([sys.executable, "bench/devices.py", "--devices", "cpu", "--json", str(out)]
+                         + [a for kv in small for a in ("--set", kv)],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(out.read_text())
+    from augdag.tasks import STAGES
+
+    assert list(got["seconds"]["cpu"]) == list(STAGES) and all(s > 0 for s in got["seconds"]["cpu"].values())
+    ft = got["summaries"]["cpu"]["finetune"]
+    assert ft["device"] == "cpu" and ft["precision"] == "fp32" and ft["steps"] == 3  # mixed_precision: CPU stays fp32
+    table = [line for line in res.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| stage | cpu s |" and [r.split(" | ")[0][2:] for r in table[1:]] == [*STAGES, "total"]

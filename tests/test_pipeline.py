@@ -170,14 +170,21 @@ def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_projec
 
 def test_dvc_metrics_plots_and_dag(dvc_project):
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dvc_project).stdout)
-    flat = json.dumps(metrics)
-    assert '"accuracy"' in flat and '"macro_f1"' in flat
+    found = next(iter(metrics.values()))["data"]
+    evaluate = json.loads((dvc_project / "data" / "evaluate" / "metrics.json").read_text())
+    assert found["data/evaluate/metrics.json"]["data"]["accuracy"] == evaluate["accuracy"]
+    # DVCLive's summary of the fine-tune is the curve's last point, as the stage's summary has it
+    last = json.loads((dvc_project / "data" / "finetune" / "summary.json").read_text())
+    live = found["data/finetune/dvclive/metrics.json"]["data"]
+    assert live == {k: last[k] for k in ("step", "train_loss", "val_loss", "val_accuracy")}
+    tsv = (dvc_project / "data" / "finetune" / "dvclive" / "plots" / "metrics" / "val_accuracy.tsv").read_text()
+    assert tsv.splitlines()[0] == "step\tval_accuracy" and tsv.splitlines()[-1].split("\t")[0] == str(last["steps"])
     dag = run(["dvc", "dag"], dvc_project).stdout
     for stage in ("ingest", "traditional", "mix", "generative", "quality", "finetune", "report"):
         assert stage in dag
     run(["dvc", "plots", "show", "-o", "plots"], dvc_project)
     page = (dvc_project / "plots" / "index.html").read_text()
-    assert "Fine-tuning curve" in page and "Confusion matrix" in page
+    assert "Fine-tuning curve (DVCLive)" in page and "Confusion matrix" in page and "val_accuracy.tsv" in page
 
 
 # --- the flow on Dask (prefect-dask, a real LocalCluster of worker processes) ----------------------

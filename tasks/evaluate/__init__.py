@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from augdag import device, gx
+from augdag import device, gx, tracking
 from augdag.adversarial import robust_accuracy
 from augdag.errors import ModelError
 from augdag.layout import EXPECTATIONS, classes
@@ -96,7 +96,7 @@ def run(p: Params, root: Path, **_) -> dict:
         rob_rows = [["none", 0, robustness["clean"]]]
         rob_rows += [[a, e, v] for a in rob.attacks for e, v in robustness[a].items()]
     with atomic_dir(out_dir(root, "evaluate")) as tmp:
-        write_json(tmp / "metrics.json", metrics)
+        tracking.log_metrics(tmp, metrics)
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "confusion.json", {"classes": cls, "matrix": s["confusion"]})
         with open(tmp / "predictions.csv", "w", newline="") as f:

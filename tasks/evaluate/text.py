@@ -17,7 +17,7 @@ from augdag.tasks._text import _csv, _raw
 
 
 def evaluate(p: Params, root: Path) -> dict:
-    from augdag import device
+    from augdag import device, tracking
     from augdag.text import classifier
 
     dev = device.for_stage(p, "evaluate")
@@ -43,7 +43,7 @@ def evaluate(p: Params, root: Path) -> dict:
     preds = [{"sample_id": sid, "actual": names[a], "predicted": names[b], "confidence": round(float(probs[i, b]), 6)}
              for i, (sid, a, b) in enumerate(zip(test.sample_id, test.label, pred))]
     with atomic_dir(out_dir(root, "evaluate")) as tmp:
-        write_json(tmp / "metrics.json", metrics)
+        tracking.log_metrics(tmp, metrics)
         write_json(tmp / "confusion.json", {"classes": names, "matrix": ev["confusion"]})
         write_text(tmp / "predictions.csv", _csv(preds, ["sample_id", "actual", "predicted", "confidence"]))
         write_text(tmp / "robustness.csv", _csv([], ["attack", "epsilon", "accuracy", "n"]))

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from augdag import device, mixing
+from augdag import device, mixing, tracking
 from augdag.adversarial import fgsm, soft_ce
 from augdag.errors import DataError
 from augdag.layout import classes
@@ -230,11 +230,7 @@ def run(p: Params, root: Path, **_) -> dict:
         # One metadata key: safetensors writes a multi-key metadata map in per-process hash order.
         meta = json.dumps({"model": fp.model, "classes": cls, "image_size": fp.image_size}, sort_keys=True)
         save_file(state, tmp / "model.safetensors", metadata={"augdag": meta})
-        with open(tmp / "curve.csv", "w", newline="") as f:
-            cols = list(curve[-1].keys())
-            wr = csv.DictWriter(f, fieldnames=cols)
-            wr.writeheader()
-            wr.writerows(curve)
+        tracking.log_curve(tmp / tracking.CURVE_DIR, curve)
         with open(tmp / "weights.csv", "w", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=["step", "source", "weight", "feedback"])
             wr.writeheader()

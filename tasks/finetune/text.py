@@ -36,7 +36,7 @@ def training_items(manifest: pd.DataFrame, texts: dict[str, str]) -> list:
 
 
 def finetune(p: Params, root: Path) -> dict:
-    from augdag import device
+    from augdag import device, tracking
     from augdag.tasks.finetune import targets
     from augdag.text import classifier
 
@@ -66,7 +66,7 @@ def finetune(p: Params, root: Path) -> dict:
                **device.describe(dev), "precision": prec.name}
     with atomic_dir(out_dir(root, "finetune")) as tmp:
         res.model.save(tmp)
-        write_text(tmp / "curve.csv", _csv(res.curve, ["step", "train_loss", "val_loss", "val_accuracy"]))
+        tracking.log_curve(tmp / tracking.CURVE_DIR, res.curve)
         write_text(tmp / "weights.csv", _csv([{"step": 0, "source": b, "weight": round(float(w), 6), "feedback": ""}
                                               for b, w in mass.items()], ["step", "source", "weight", "feedback"]))
         write_json(tmp / "summary.json", summary)

@@ -49,7 +49,7 @@ def line_chart(rows: list[dict], series: list[str], label: str, ymax: float | No
 
 
 def curve_chart(rows: list[dict]) -> dict | str:
-    """The training curve (curve.csv)."""
+    """The training curve (DVCLive's points, augdag.tracking.read_curve)."""
     if not rows:
         return "no training curve"
     return line_chart(rows, ["train_loss", "val_loss", "val_accuracy"], "training curve")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from markupsafe import Markup
 
+from augdag import tracking
 from augdag.params import BRANCHES
 from augdag.storage import MANIFEST, StageData, read_json, read_manifest, try_read_json
 from augdag.tasks import STAGES, out_dir
@@ -178,7 +179,8 @@ def training(root: Path) -> dict | Missing:
     """Steps and sampling, the training curve, the source weights (and the feedback behind them)."""
     folder = out_dir(root, "finetune")
     summary = read_json(folder / "summary.json")
-    if summary is None and not (folder / "curve.csv").exists():
+    curve = folder / tracking.CURVE_DIR
+    if summary is None and not curve.exists():
         return Missing("run the finetune stage")
     out = {"intro": None, "feedback": None}
     if summary:
@@ -187,8 +189,8 @@ def training(root: Path) -> dict | Missing:
                         "mode": str(s.get("mode", "–")),
                         "weights": ", ".join(f"{k} {v:.3f}" for k, v in s["final_weights"].items())
                         if s.get("final_weights") else None}
-    curve = folder / "curve.csv"
-    out["curve"] = figures.curve_chart(_csv(curve)) if curve.exists() else "missing: curve.csv (run the finetune stage)"
+    out["curve"] = (figures.curve_chart(tracking.read_curve(curve)) if curve.exists()
+                    else f"missing: {tracking.CURVE_DIR}/ (run the finetune stage)")
     wpath = folder / "weights.csv"
     if not wpath.exists():
         out["weights"] = "missing: weights.csv (run the finetune stage)"
