@@ -102,3 +102,21 @@ def test_reading_params_imports_no_torch_and_no_model_module():
     from augdag.params import GenerativeParams
 
     assert GenerativeParams().model.__class__ is GeneratorConfig, "augdag.generative.GeneratorConfig is the params one"
+
+
+def test_a_params_set_file_becomes_overrides_that_validate(tmp_path):
+    from augdag.params import deep_merge, dotted_to_nested, read_yaml, set_file_overrides
+
+    pairs = set_file_overrides(REPO / "configs" / "gpu-224.yaml")
+    p = parse_params(deep_merge(read_yaml(REPO / "params.yaml"), dotted_to_nested(pairs)))
+    assert (p.device.default, p.device.mixed_precision, p.finetune.image_size, p.ingest.n_per_class) == \
+        ("auto", True, 224, None)
+    assert p.traditional == parse_params(read_yaml(REPO / "params.yaml")).traditional  # untouched sections stay
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("merge: {weights: {raw: 2.0}, extra_sources: {}}\nfinetune: {lr: 1.0e-05}\n")
+    assert set_file_overrides(odd) == ["merge.weights.raw=2.0", "merge.extra_sources={}", "finetune.lr=1e-05"]
+    assert parse_params(dotted_to_nested(set_file_overrides(odd))).finetune.lr == 1e-05
+    for text in ("[1, 2]\n", "", "finetune: [\n"):
+        odd.write_text(text)
+        with pytest.raises(ParamsError, match=str(odd)):
+            set_file_overrides(odd)
