@@ -16,7 +16,13 @@ CURVE_DIR = "dvclive"  # in data/finetune: metrics.json (the last point) and plo
 def _live(folder: Path):
     from dvclive import Live
 
-    return Live(dir=str(folder), report=None, save_dvc_exp=False, dvcyaml=False)
+    class FilesOnly(Live):
+        # DVCLive's repo hooks (experiments, Studio, dvc.yaml) are off here, but it still opens the Git repo and
+        # fails in one without commits (scmrepo "Empty git repo"); the files need none of it.
+        def _init_dvc(self):
+            self._dvc_file = "dvc.yaml"
+
+    return FilesOnly(dir=str(folder), report=None, save_dvc_exp=False, dvcyaml=False)
 
 
 def log_curve(folder: str | Path, curve: Iterable[dict]) -> None:
