@@ -30,7 +30,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from augdag.params import Params
 
 def open_project(root: str | Path = ".") -> "Project":
-    """The augdag project in `root` (the folder holding params.yaml and dvc.yaml)."""
+    """The augdag project in `root` (the folder holding params.yaml and dvc.yaml). Sets the kernel caps of
+    params' numerics section (augdag.numerics): call it before importing torch for the stages' bytes to be
+    the `augdag` command's."""
+    from augdag import numerics
+
+    numerics.pin_from_params(root)
     return Project(root)
 
 

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
     root = Path(args.root).resolve()
+    from augdag import numerics
+
+    numerics.pin_from_params(root)  # before torch, numpy or numba loads
     try:
         return _dispatch(args, root)
     except AugdagError as err:

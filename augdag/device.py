@@ -70,10 +70,15 @@ def prepare(dev: torch.device) -> None:
 
 
 def describe(dev: torch.device) -> dict:
-    """{"device": "cpu"} or {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3"}: for summaries."""
-    out = {"device": str(dev)}
+    """{"device": "cpu", "numerics": ...} or {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3"}: for
+    summaries (on the CPU with the kernel caps augdag.numerics set)."""
+    out: dict = {"device": str(dev)}
     if dev.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(dev)
+    if dev.type == "cpu":
+        from augdag import numerics
+
+        out["numerics"] = numerics.state()
     return out
 
 

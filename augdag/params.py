@@ -379,12 +379,23 @@ class DeviceParams(_Strict):
                                                              "on a GPU; the CPU always computes in float32")
 
 
+class NumericsParams(_Strict):
+    """One numerical path on every x86-64 CPU (augdag/numerics.py, docs/determinism.md)."""
+
+    pin_kernels: bool = Field(default=True, description="cap torch, MKL, oneDNN, OpenBLAS, numpy and numba at AVX2 "
+                                                          "so the bytes repeat on any CPU; false = this CPU's "
+                                                          "fastest kernels, and bytes that depend on it")
+    threads: int = Field(default=2, ge=1, le=256, description="torch threads of a stage (fine-tune and evaluate: "
+                                                               "finetune.num_threads)")
+
+
 class Params(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**63)
     modality: Literal["image", "text"] = Field(
         default="image", description="image: the image sections below | text: the `text` section (docs/text.md)")
     runner: RunnerParams = RunnerParams()
     device: DeviceParams = DeviceParams()
+    numerics: NumericsParams = NumericsParams()
     ingest: IngestParams = IngestParams()
     strategy: StrategyParams = StrategyParams()
     traditional: TraditionalParams = TraditionalParams()

@@ -78,6 +78,14 @@ def run_stage(name: str, params, root: Path, **runtime) -> dict:
     from augdag.env import frozen_heap, release_free_memory
 
     code = module(name, getattr(params, "modality", "image"))
+    numerics = getattr(params, "numerics", None)
+    if numerics is not None:  # float results depend on the thread count; stages that set their own still do
+        import torch
+
+        from augdag import numerics as kernels
+
+        kernels.check(params)
+        torch.set_num_threads(numerics.threads)
     t0 = time.monotonic()
     try:
         with frozen_heap():

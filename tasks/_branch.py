@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from augdag import numerics
 from augdag.log import Progress, logger
 from augdag.params import Params
 from augdag.storage import StageWriter, atomic_dir, write_json
@@ -33,6 +34,6 @@ def run_branch(p: Params, root: Path, branch: str, chunk_fn: Callable, mapper: C
                 w.add(img, **fields)
             progress.update(len(result))
         w.close(frame=False)
-        summary = {"enabled": plan["enabled"], "samples": w.count}
+        summary = {"enabled": plan["enabled"], "samples": w.count, "numerics": numerics.state()}
         write_json(tmp / "summary.json", summary)
     return summary

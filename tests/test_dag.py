@@ -7,6 +7,7 @@ dep of that stage in dvc.yaml: else a change to it leaves the stage 'up to date'
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -163,3 +164,20 @@ def test_the_comparison_pipeline_depends_on_all_the_code_its_runs_import():
     files = closure(start)
     missing = sorted(str(f.relative_to(REPO)) for f in files if not covered(str(f.relative_to(REPO)), deps))
     assert not missing, f"compare/dvc.yaml: the comparison imports these files but does not depend on them: {missing}"
+
+
+def test_the_committed_lock_matches_the_code_and_params():
+    """dvc.lock records the md5 of every code dep and the value of every param: a change to a stage's code or
+    params without a run (augdag run, dvc repro) and a commit of the lock fails here, not on a user's clone."""
+    from helpers import run
+
+    status = json.loads(run(["dvc", "status", "dvc.yaml", "--json"], REPO).stdout or "{}")
+    stale = {}
+    for stage, entries in status.items():
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            deps = {k: v for k, v in entry.get("changed deps", {}).items() if not k.startswith("data/")}
+            if deps:
+                stale[stage] = deps
+    assert not stale, f"dvc.lock is stale (run augdag run and commit dvc.lock): {stale}"

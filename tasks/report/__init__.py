@@ -51,11 +51,13 @@ def section(sid: str, title: str, fn, *args) -> dict:
     return {"id": sid, "title": title, "body": Markup(str(body).removesuffix("\n"))}
 
 
-def render(p: Params, root: Path) -> str:
+def render(p: Params, root: Path, timings: bool = True) -> str:
+    """The report page; `timings=False` leaves out the stage times (per-run facts), so the page is a function
+    of the outputs alone."""
     root = Path(root)
     status = {s: stage_status(root, s) for s in STAGES}
-    times, detail = {}, {}
-    for s in STAGES:
+    times, detail = {s: None for s in STAGES}, {s: "" for s in STAGES}
+    for s in STAGES if timings else ():
         summary = try_read_json(out_dir(root, s) / "summary.json") if s != "report" else None
         times[s], detail[s] = timing(root, s, summary)
     any_run = any(st != "missing" for s, (st, _) in status.items() if s != "report")
@@ -87,7 +89,12 @@ def render(p: Params, root: Path) -> str:
 
 
 def run(p: Params, root: Path, **_) -> dict:
-    page = render(p, root)
+    """data/report/report.html (a DVC output: the same bytes for the same outputs) and, untracked beside the
+    other per-run records, data/validation/report-timed.html: the same page with this run's stage times."""
+    page = render(p, root, timings=False)
     with atomic_dir(out_dir(root, "report")) as tmp:
         write_text(tmp / "report.html", page)
+    timed = out_dir(root, "validation") / "report-timed.html"
+    timed.parent.mkdir(parents=True, exist_ok=True)
+    write_text(timed, render(p, root))
     return {"report": str(out_dir(root, "report") / "report.html"), "bytes": len(page)}

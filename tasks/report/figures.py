@@ -114,5 +114,5 @@ def dag(status: dict[str, tuple[str, str]], timing: dict[str, float | None]) -> 
         fill, stroke = STATUS_FILL[st]
         nodes.append({"stage": s, "status": st, "tip": f"{s}: {st}" + (f" ({note})" if note else ""),
                       "x": pos[s][0], "y": pos[s][1], "center": pos[s][0] + bw / 2, "fill": fill, "stroke": stroke,
-                      "time": secs(timing.get(s))})
+                      "time": secs(timing[s]) if timing.get(s) is not None else ""})
     return {"w": w, "h": h, "box_w": bw, "box_h": bh, "edges": edges, "nodes": nodes}

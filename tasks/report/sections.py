@@ -67,7 +67,7 @@ def stages(root: Path, status: dict, timing: dict, detail: dict) -> dict:
         rows.append({"stage": s, "status": st, "css": STATUS_CLASS[st], "note": note, "device": where or "",
                      "time": secs(timing.get(s)) + (f" ({detail[s]})" if detail.get(s) else ""),
                      "summary": None if summary is None else json.dumps(summary, sort_keys=True)})
-    return {"graph": graph, "rows": rows}
+    return {"graph": graph, "rows": rows, "show_times": any(t is not None for t in timing.values())}
 
 
 # ------------------------------------------------------------------------------------------- dataset
