@@ -35,6 +35,33 @@ def _print_lineage(rows: list[dict]) -> None:
             print(f"{'  ' * depth}    source: {r['source']}")
 
 
+def _verify(root: Path, args) -> int:
+    from augdag import verify
+
+    samples = verify.stored_samples(root)
+    here = verify.workspace(root)
+    outs = {} if args.samples_only else verify.recompute(root, args.stages or None)
+    bad = (sum(s["mismatches"] for s in samples.values()) + sum(not s["same"] for s in outs.values())
+           + sum(len(v) for v in here.values()))
+    if args.json:
+        print(json.dumps({"ok": not bad, "samples": samples, "workspace": here, "recompute": outs}, indent=2))
+        return 1 if bad else 0
+    for stage, lines in here.items():
+        print(f"{stage}: differs from dvc.lock here: " + "; ".join(lines))
+    for stage, s in samples.items():
+        print(f"{stage}: {s['checked']} stored samples, " + (f"{s['mismatches']} differ from their recorded hash"
+                                                              if s["mismatches"] else "all match their hashes"))
+        for m in s["first"]:
+            print(f"  {m['sample_id']} ({m['where']}): stored {m['stored'][:16]}, recorded {m['recorded'][:16]}")
+    for stage, s in outs.items():
+        print(f"{stage}: recomputed in a scratch copy, " + ("outputs equal dvc.lock" if s["same"]
+                                                              else "outputs differ from dvc.lock"))
+        for path, d in s["outs"].items():
+            print(f"  {path}: locked {d['locked']}, now {d['now']}" + (f"; {d['detail']}" if d["detail"] else ""))
+    print("verify: " + ("OK" if not bad else f"{bad} problem(s)"))
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="augdag", description=__doc__)
     ap.add_argument("-C", "--root", default=".", help="project folder holding dvc.yaml and params.yaml")
@@ -77,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder to write (relative to the current folder), written whole or not at all")
     x.add_argument("--overwrite", action="store_true", help="replace DIR when it holds a previous export")
     x.add_argument("--maxcount", type=int, default=10000, metavar="N", help="webdataset: samples per tar shard")
+    w = sub.add_parser("verify", help="check every stored sample against its hash, and recompute stages in a "
+                                      "scratch copy to compare their outputs with dvc.lock")
+    w.add_argument("stages", nargs="*", metavar="STAGE", help="stages to recompute (default: the whole pipeline)")
+    w.add_argument("--samples-only", action="store_true", help="only check the stored samples (no recompute)")
+    w.add_argument("--json", action="store_true", help="print JSON")
     for name, text in (("lineage", "print a sample's chain back to the raw file"),
                        ("replay", "regenerate a sample and check its content hash")):
         q = sub.add_parser(name, help=text)
@@ -171,6 +203,8 @@ def _dispatch(args, root: Path) -> int:
         rows = tasks.chain(root, args.sample_id)
         print(json.dumps(rows, indent=2)) if args.json else _print_lineage(rows)
         return 0
+    if args.cmd == "verify":
+        return _verify(root, args)
     if args.cmd == "replay":
         params = load_params(root / "params.yaml")
         res = tasks.replay(root, args.sample_id, params)
@@ -179,8 +213,13 @@ def _dispatch(args, root: Path) -> int:
         else:
             print(f"{res['sample_id']}: {'OK, content hash reproduced' if res['match'] else 'MISMATCH'} "
                   f"({res['replayed_hash'][:16]})")
-            if res.get("stored_hash", res["recorded_hash"]) != res["recorded_hash"]:
-                print("note: the text stored in the manifest is not the one its hash was recorded for (edited since)")
+            stored = res.get("stored_hash", res["recorded_hash"])
+            if stored != res["recorded_hash"]:
+                print(f"  stored {stored[:16]} differs from recorded {res['recorded_hash'][:16]}: the stored sample "
+                      "was changed after it was written")
+            if res["replayed_hash"] != res["recorded_hash"]:
+                print(f"  regenerated {res['replayed_hash'][:16]} differs from recorded {res['recorded_hash'][:16]}: "
+                      "its stage now makes other bytes from the same record")
             if res.get("params_redrawn_match") is False:
                 print("note: params.yaml has changed since; re-drawing from the seed gives other op params")
         return 0 if res["match"] else 1

@@ -27,7 +27,10 @@ BILINEAR = InterpolationMode.BILINEAR
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWxC uint8 -> CxHxW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+    a = np.ascontiguousarray(image)
+    if not a.flags.writeable:  # a memory-mapped shard: torch warns on read-only arrays (it copies just below anyway)
+        a = a.copy()
+    return torch.from_numpy(a).permute(2, 0, 1).float().div(255.0)
 
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:

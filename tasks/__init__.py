@@ -114,11 +114,18 @@ def chain(root: Path, sample_id: str) -> list[dict]:
 
 
 def replay(root: Path, sample_id: str, params=None) -> dict:
-    """Regenerate a sample through its stage's `replay` and compare content hashes. With `params`, also
-    re-draw its record from its seed and say whether the current params draw the same one."""
+    """Regenerate a sample through its stage's `replay` and compare three hashes: the one recorded in the
+    manifest, the stored sample's (read back from its shard, or its text), the regenerated one's; `match` only
+    when all agree. With `params`, also re-draw its record from its seed and say whether the current params
+    draw the same one."""
     stage, r = find(root, sample_id)
+    text = is_text_run(root)
     result = {"sample_id": sample_id, "stage": stage, "recorded_hash": r["content_hash"]}
-    result.update(module(stage, "text" if is_text_run(root) else "image").replay(root, r, params))
+    if not text:
+        from augdag.storage import StageData, content_hash
+
+        result["stored_hash"] = content_hash(StageData(out_dir(root, stage), manifest=False).image(r))
+    result.update(module(stage, "text" if text else "image").replay(root, r, params))
     result["match"] = result["replayed_hash"] == result["recorded_hash"] == result.get("stored_hash",
                                                                                         result["recorded_hash"])
     return result
