@@ -1,9 +1,13 @@
 """Fixtures only; shared helpers live in tests/helpers.py (import them from there)."""
 
-import pytest
+from augdag import numerics
 
-from augdag.env import set_offline
-from helpers import SMALL
+numerics.pin()  # before torch or numpy loads: the flows the tests run in-process compute as `augdag` does
+
+import pytest  # noqa: E402
+
+from augdag.env import set_offline  # noqa: E402
+from helpers import SMALL  # noqa: E402
 
 set_offline()
 

@@ -67,13 +67,14 @@ def test_pin_sets_every_cap_and_notes_libraries_loaded_before_it(monkeypatch):
 
     for k in numerics.PINS:
         monkeypatch.setenv(k, "something-else")
+    before = dict(numerics._state)
     numerics.pin(True)
     try:
         assert {k: os.environ[k] for k in numerics.PINS} == numerics.PINS
         state = numerics.state()
         assert state["pinned"] is False and "numpy" in state["loaded_before_pin"]
     finally:
-        numerics.pin(False)
+        numerics._state.update(before)  # conftest's pin, for the tests after this one
 
 
 def test_pin_from_params_reads_the_switch_without_loading_torch(tmp_path):
