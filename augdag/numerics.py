@@ -30,8 +30,9 @@ def pin(enabled: bool = True) -> None:
     if not enabled:
         _state.update(pinned=False, late=[])
         return
+    inherited = all(os.environ.get(k) == v for k, v in PINS.items())  # a pinned parent: loaded under the caps
     os.environ.update(PINS)
-    _state.update(pinned=True, late=[m for m in _LIBRARIES if m in sys.modules])
+    _state.update(pinned=True, late=[] if inherited else [m for m in _LIBRARIES if m in sys.modules])
 
 
 def pin_from_params(root: str | os.PathLike = ".") -> None:
