@@ -44,7 +44,7 @@ def pin_from_params(root: str | os.PathLike = ".") -> None:
         with open(os.path.join(root, "params.yaml"), encoding="utf-8") as f:
             data = yaml.safe_load(f)
         enabled = data.get("numerics", {}).get("pin_kernels", True)
-    except Exception:  # noqa: BLE001: validation, with its clear error, happens when the params are loaded
+    except Exception:  # noqa: BLE001  validation, with its clear error, happens where the params are loaded
         enabled = True
     pin(enabled is not False)
 

@@ -24,7 +24,12 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from augdag import numerics
 from augdag.env import set_offline
+
+# A work pool's flow-run process starts by importing this module, in the project folder (prefect.yaml's pull
+# step), not through the augdag command: the kernel caps are set here, before the stages load torch.
+numerics.pin_from_params()
 
 set_offline()
 

@@ -12,7 +12,7 @@ import pytest
 
 from augdag.params import load_params
 from augdag.storage import read_manifest
-from helpers import SMALL, make_project, run
+from helpers import REPO, SMALL, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -181,6 +181,24 @@ def test_verify_recomputes_the_pipeline_and_finds_a_flipped_byte(dvc_project, tm
     rep = run(["augdag", "replay", row["sample_id"]], proj, check=False)
     assert "MISMATCH" in rep.stdout and "the stored sample was changed after it was written" in rep.stdout
     assert "regenerated" not in rep.stdout  # the recipe still gives the recorded bytes
+
+
+def test_a_stage_run_by_hand_leaves_git_as_dvc_would(dvc_project, tmp_path):
+    """augdag stage NAME (as the README shows) removes no tracked file (DVC's .gitignore beside file outputs)
+    and leaves no output untracked, for every stage."""
+    from augdag.tasks import STAGES
+
+    proj = tmp_path / "copy"
+    shutil.copytree(dvc_project, proj, symlinks=True)
+    shutil.copy2(REPO / ".gitignore", proj / ".gitignore")  # a clone's: per-run records are ignored
+    run(["git", "add", "-A"], proj)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "after dvc repro"], proj)
+    tracked = set(run(["git", "ls-files"], proj).stdout.split())
+    assert {"data/strategy/.gitignore", "data/evaluate/.gitignore"} <= tracked
+    for name in STAGES:
+        run(["augdag", "stage", name], proj)
+        status = run(["git", "status", "--porcelain", "--untracked-files=all"], proj).stdout
+        assert status == "", f"after augdag stage {name}:\n{status}"
 
 
 def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_project):

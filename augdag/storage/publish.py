@@ -45,6 +45,9 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         faults.point(f"publish:{final.name}")
+        keep = final / ".gitignore"  # DVC's, for outputs that are files in this folder: git tracks it
+        if keep.is_file() and not (tmp / ".gitignore").exists():
+            shutil.copy2(keep, tmp / ".gitignore")
         _publish(tmp, final)
     except BaseException as err:
         _remove(tmp)
