@@ -242,3 +242,17 @@ def test_the_package_re_exports_each_layer():
         assert homes, f"augdag.storage.{name} is not a layer's {name}"
     assert storage.StageData.__module__ == "augdag.storage.shards"
     assert storage.atomic_dir.__module__ == "augdag.storage.publish"
+
+
+def test_atomic_dir_keeps_dvcs_gitignore_of_a_folder_of_file_outputs(tmp_path):
+    """DVC writes a .gitignore beside file outputs (data/strategy/), and git tracks it: a rewrite keeps it."""
+    from augdag.storage import atomic_dir
+
+    out = tmp_path / "strategy"
+    out.mkdir()
+    (out / ".gitignore").write_text("/plan.json\n")
+    (out / "plan.json").write_text("old")
+    with atomic_dir(out) as tmp:
+        (tmp / "plan.json").write_text("new")
+    assert (out / ".gitignore").read_text() == "/plan.json\n" and (out / "plan.json").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == [".gitignore", "plan.json"]
