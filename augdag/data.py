@@ -8,6 +8,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -78,48 +79,88 @@ def load_fashion_mnist(part: str) -> Pool:
     return Pool(images, labels, sources, ids)
 
 
-def _utf8_name(p: Path) -> None:
-    try:
-        p.name.encode("utf-8")
-    except UnicodeEncodeError:  # a byte name that is not UTF-8 (Python keeps it as surrogate escapes)
-        raise DataError(f"{str(p)!r}: file name is not valid UTF-8; rename it") from None
-
-
 def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Class names (sorted subfolder names) and (file, class index) pairs, checked for safety: a link
     that leads outside the folder, a file that is not a regular file (a FIFO would block the read) and
-    a name that is not UTF-8 are refused, naming the file."""
+    a name that is not UTF-8 are refused, naming the file (the first problem raises; `survey_folder`
+    collects them all)."""
+    classes, files, problems = survey_folder(root, stop_at_first=True)
+    return classes, files
+
+
+class Problem(NamedTuple):
+    kind: str  # what is wrong, shared by the files with the same fault (the grouping of the report)
+    path: str
+    reason: str
+
+
+def survey_folder(root: str | Path, stop_at_first: bool = False) -> tuple[list[str], list[tuple[Path, int]],
+                                                                           list[Problem]]:
+    """`scan_folder`'s checks on every file, collecting the problems instead of stopping at the first:
+    (classes, good (file, class index) pairs, problems). A class folder left with no image is a problem of
+    its own (and its class is dropped from `classes`). The folder missing or without class subfolders
+    still raises: there is nothing to survey."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found (expected one subfolder of images per class)")
     real_root = root.resolve()
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    for p in subdirs:
-        _utf8_name(p)
-    classes = sorted(p.name for p in subdirs)
-    if not classes:
+    problems: list[Problem] = []
+
+    def bad(kind: str, path: Path, reason: str) -> None:
+        if stop_at_first:  # a name that is not UTF-8 is shown escaped
+            raise DataError(f"{str(path)!r}: {reason}" if kind == "file name not UTF-8" else f"{path}: {reason}")
+        problems.append(Problem(kind, repr(str(path))[1:-1], reason))
+
+    def utf8(p: Path) -> bool:
+        try:
+            p.name.encode("utf-8")
+            return True
+        except UnicodeEncodeError:  # a byte name that is not UTF-8 (Python keeps it as surrogate escapes)
+            bad("file name not UTF-8", p, "file name is not valid UTF-8; rename it")
+            return False
+
+    subdirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and utf8(p)]
+    names = sorted(p.name for p in subdirs)
+    if not names:
         raise DataError(f"{root}: no class subfolders; lay images out as {root}/<class name>/<image>.png")
-    files: list[tuple[Path, int]] = []
-    for ci, name in enumerate(classes):
+    found: dict[str, list[Path]] = {}
+    for name in names:
         cdir = root / name
         if cdir.is_symlink() or not cdir.resolve().is_relative_to(real_root):
-            raise DataError(f"{cdir}: class folder is a link pointing outside {root}; refused")
-        found = []
+            bad("link outside the folder", cdir, f"class folder is a link pointing outside {root}; refused")
+            continue
+        keep = []
         for p in sorted(cdir.rglob("*")):
-            if p.name.startswith(".") or p.is_dir():
+            if p.name.startswith(".") or p.is_dir() or not utf8(p):
                 continue
-            _utf8_name(p)
             if p.is_symlink() and not p.resolve().is_relative_to(real_root):
-                raise DataError(f"{p}: link pointing outside {root}; refused")
-            if not p.is_file():
-                raise DataError(f"{p}: not a regular file (a FIFO, socket or device); refused")
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{p}: not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
-            found.append(p)
-        if not found:
-            raise DataError(f"{cdir}: class folder '{name}' holds no images")
-        files.extend((p, ci) for p in found)
-    return classes, files
+                bad("link outside the folder", p, f"link pointing outside {root}; refused")
+            elif not p.is_file():
+                bad("not a regular file", p, "not a regular file (a FIFO, socket or device); refused")
+            elif p.suffix.lower() not in IMAGE_SUFFIXES:
+                bad("not an image file", p, f"not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
+            else:
+                keep.append(p)
+        if keep:
+            found[name] = keep
+        else:
+            bad("class folder without images", cdir, f"class folder '{name}' holds no images")
+    classes = [n for n in names if n in found]
+    return classes, [(p, ci) for ci, n in enumerate(classes) for p in found[n]], problems
+
+
+def problems_report(root: str | Path, problems: list[Problem], shown: int = 5) -> str:
+    """Every problem, grouped by kind: the count and the first paths of each."""
+    groups: dict[str, list[Problem]] = {}
+    for pr in problems:
+        groups.setdefault(pr.kind, []).append(pr)
+    lines = [f"{root}: {len(problems)} problem(s) in the dataset folder"]
+    for kind, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"  {kind} ({len(items)}):")
+        lines += [f"    {pr.path}: {pr.reason.removeprefix(pr.path + ': ')}" for pr in items[:shown]]
+        if len(items) > shown:
+            lines.append(f"    … and {len(items) - shown} more")
+    return "\n".join(lines)
 
 
 IMAGE_FORMATS = ["PNG", "JPEG"]  # decoded by content: a .png holding another format is refused

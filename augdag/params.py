@@ -66,6 +66,9 @@ class IngestParams(_Strict):
     n_test_per_class: int = Field(default=200, ge=1)
     shard_size: int = Field(default=4096, ge=1, le=1_000_000)
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="larger images are refused")
+    on_bad_file: Literal["fail", "skip"] = Field(
+        default="fail", description="a folder's unreadable or unsafe files: fail lists them all and stops; skip "
+                                    "leaves them out, listed in data/ingest/rejected.csv")
 
 
 class BranchPlan(_Strict):

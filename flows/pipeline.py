@@ -150,16 +150,35 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", set_params: list
     root_p = Path(root).resolve()
     path = root_p / params_file
     with runlock.hold(root_p, "augdag run (flow augdag-pipeline)"):  # one run per project: shared params.yaml, data/
+        before = path.read_bytes() if set_params and path.exists() else None
+        lock = root_p / "dvc.lock"
+        lock_before = lock.read_bytes() if lock.exists() else None
         if set_params:
-            write_overrides(path, dotted_to_nested(set_params))
-        params = load_params(path)
-        futures: dict = {}
-        with dask_session(params.runner):  # runner.kind=dask: the branches' shard tasks run on Dask
-            for name in STAGES:
-                wait = [futures[u] for u in UPSTREAM[name]]
-                futures[name] = stage_task.submit(
-                    name, params, str(root_p), workers, force, wait_for=wait)
-            results = {name: f.result() for name, f in futures.items()}
+            overrides = dotted_to_nested(set_params)
+            source = overrides.get("ingest", {}).get("source") if isinstance(overrides.get("ingest"), dict) else None
+            if isinstance(source, str) and source != "fashion-mnist":
+                from augdag.data import survey_folder
+
+                survey_folder(source)  # a missing folder, or one without class folders, fails before the write
+            write_overrides(path, overrides)
+        try:
+            params = load_params(path)
+            futures: dict = {}
+            with dask_session(params.runner):  # runner.kind=dask: the branches' shard tasks run on Dask
+                for name in STAGES:
+                    wait = [futures[u] for u in UPSTREAM[name]]
+                    futures[name] = stage_task.submit(
+                        name, params, str(root_p), workers, force, wait_for=wait)
+                results = {name: f.result() for name, f in futures.items()}
+        except BaseException:
+            # A run that failed before any stage finished (e.g. ingest refused the folder) leaves params.yaml as
+            # it was: data/ and dvc.lock still hold the old run, and dvc status stays clean.
+            if before is not None and (lock.read_bytes() if lock.exists() else None) == lock_before:
+                from augdag.storage import write_text
+
+                write_text(path, before.decode("utf-8"))
+                logger().warning("params.yaml restored: the run failed before any stage finished")
+            raise
     _report_link(root_p)
     logger().info("report: %s", root_p / "data" / "report" / "report.html")
     return results

@@ -337,3 +337,77 @@ def test_servers_bind_loopback_unless_exposed_and_readme_says_what_exposing_mean
     readme = (REPO / "README.md").read_text()
     for words in ("binds to 127.0.0.1 only", "--expose", "no authentication", "execute code and read data"):
         assert words in readme, words
+
+
+def _messy_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A user's folder with one of each problem: path (as the report writes it) -> kind."""
+    src = image_folder(tmp_path / "ds", per_class=6)
+    (src / "blank").mkdir()  # an empty class folder
+    good = (src / "circle" / "img01.png").read_bytes()
+    (src / "circle" / "cut.png").write_bytes(good[: len(good) // 2])
+    (src / "circle" / "empty.png").write_bytes(b"")
+    (src / "square" / "notes.png").write_text("not an image")
+    (src / "square" / "bomb.png").write_bytes(png_claiming(60_000, 60_000))
+    (src / "square" / "readme.txt").write_text("hello")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(good)
+    (src / "bar" / "link.png").symlink_to(secret)
+    odd = os.fsencode(src / "bar") + b"/caf\xe9.png"
+    with open(odd, "wb") as f:
+        f.write(good)
+    (src / ".DS_Store").write_bytes(b"\0\1")  # hidden: skipped silently, as before
+    kinds = {str(src / "circle" / "cut.png"): "corrupt or unreadable image",
+             str(src / "circle" / "empty.png"): "not a PNG or JPEG by its content",
+             str(src / "square" / "notes.png"): "not a PNG or JPEG by its content",
+             str(src / "square" / "bomb.png"): "too many pixels",
+             str(src / "square" / "readme.txt"): "not an image file",
+             str(src / "bar" / "link.png"): "link outside the folder",
+             repr(os.fsdecode(odd))[1:-1]: "file name not UTF-8",
+             str(src / "blank"): "class folder without images"}
+    return src, kinds
+
+
+def test_every_problem_of_a_folder_is_reported_in_one_run_and_the_last_output_stays(tmp_path):
+    from augdag.params import parse_params
+    from augdag.tasks import ingest
+
+    src, kinds = _messy_folder(tmp_path)
+    proj = tmp_path / "proj"
+    p = parse_params({"ingest": {"source": str(image_folder(tmp_path / "fine", per_class=6)), "n_per_class": 2,
+                                 "n_val_per_class": 1, "n_test_per_class": 1, "image_size": 16}})
+    ingest.run(p, proj)
+    before = {f.name: f.read_bytes() for f in (proj / "data" / "ingest").iterdir() if f.is_file()}
+    p = parse_params({**p.model_dump(), "ingest": {**p.ingest.model_dump(), "source": str(src)}})
+    with pytest.raises(DataError) as err:
+        ingest.run(p, proj)
+    text = str(err.value)
+    assert text.startswith(f"{src}: {len(kinds)} problem(s) in the dataset folder")
+    for path, kind in kinds.items():
+        assert f"\n    {path}: " in text, path
+        assert f"\n  {kind} (" in text, kind
+    assert "ingest.on_bad_file: skip" in text
+    assert {f.name: f.read_bytes() for f in (proj / "data" / "ingest").iterdir() if f.is_file()} == before
+
+
+def test_skip_leaves_the_bad_files_out_and_lists_them_with_their_reasons(tmp_path):
+    import pandas as pd
+
+    from augdag.params import parse_params
+    from augdag.storage import read_manifest
+    from augdag.tasks import ingest
+
+    src, kinds = _messy_folder(tmp_path)
+    p = parse_params({"ingest": {"source": str(src), "n_per_class": 2, "n_val_per_class": 1, "n_test_per_class": 1,
+                                 "image_size": 16, "on_bad_file": "skip"}})
+    summary = ingest.run(p, tmp_path / "proj")
+    out = tmp_path / "proj" / "data" / "ingest"
+    rejected = pd.read_csv(out / "rejected.csv")
+    assert dict(zip(rejected.path, rejected.kind)) == kinds and summary["rejected"] == len(kinds)
+    assert all(rejected.reason.str.len() > 0)
+    assert summary["classes"] == 3  # the empty class is left out
+    sources = set(read_manifest(out).source)
+    assert not any(path in sources for path in kinds)
+    from augdag.tasks.report import sections
+
+    shown = sections.dataset(tmp_path / "proj", str(src))["rejected"]
+    assert shown["count"] == len(kinds) and {r["path"] for r in shown["rows"]} == set(kinds)

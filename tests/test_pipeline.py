@@ -201,6 +201,21 @@ def test_a_stage_run_by_hand_leaves_git_as_dvc_would(dvc_project, tmp_path):
         assert status == "", f"after augdag stage {name}:\n{status}"
 
 
+def test_a_refused_dataset_leaves_params_yaml_and_dvc_status_as_they_were(dvc_project, tmp_path):
+    from helpers import image_folder
+
+    proj = tmp_path / "copy"
+    shutil.copytree(dvc_project, proj, symlinks=True)
+    before = (proj / "params.yaml").read_bytes()
+    bad = image_folder(tmp_path / "photos", per_class=6)
+    (bad / "circle" / "cut.png").write_bytes((bad / "circle" / "img01.png").read_bytes()[:40])
+    for dataset, says in ((bad, "corrupt or unreadable image (1)"), (tmp_path / "nowhere", "dataset folder not found")):
+        res = run(["augdag", "run", "--dataset", str(dataset)], proj, check=False)
+        assert res.returncode != 0 and says in res.stderr + res.stdout, res.stderr[-2000:]
+        assert (proj / "params.yaml").read_bytes() == before
+        assert "up to date" in run(["dvc", "status", "dvc.yaml"], proj).stdout
+
+
 def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_project):
     import yaml
 

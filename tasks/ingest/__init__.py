@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from augdag import gx
-from augdag.data import FASHION_MNIST_CLASSES, load_fashion_mnist, load_image, scan_folder
+from augdag.data import FASHION_MNIST_CLASSES, Problem, load_fashion_mnist, load_image, problems_report, survey_folder
 from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import IngestParams, Params
@@ -58,9 +58,43 @@ def _select_fashion_mnist(ip: IngestParams, seed: int):
     return list(FASHION_MNIST_CLASSES), rows
 
 
+_DECODE_KINDS = (("max_image_pixels", "too many pixels"), ("decompression bomb", "too many pixels"),
+                 ("not a PNG or JPEG", "not a PNG or JPEG by its content"))
+
+
+def check_folder(ip: IngestParams) -> tuple[list[str], list[tuple[Path, int]], list[Problem]]:
+    """Every file of the folder checked (the scan's safety checks, then a decode of each, bounded by
+    ingest.max_image_pixels), so a bad file is found now rather than when a later run selects it:
+    (classes, good files, problems). With problems and ingest.on_bad_file: fail, DataError listing them all."""
+    root = Path(ip.source)
+    classes, files, problems = survey_folder(root)
+    progress = Progress("ingest: checking files", len(files))
+    good = []
+    for path, c in files:
+        try:
+            load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)
+            good.append((path, c))
+        except DataError as err:
+            kind = next((k for key, k in _DECODE_KINDS if key in str(err)), "corrupt or unreadable image")
+            problems.append(Problem(kind, repr(str(path))[1:-1], str(err)))
+        progress.update()
+    left = sorted({c for _, c in good})
+    for c in sorted(set(range(len(classes))) - set(left)):
+        problems.append(Problem("class folder without readable images", str(root / classes[c]),
+                                f"{root / classes[c]}: no readable image in class folder '{classes[c]}'"))
+    if problems and ip.on_bad_file == "fail":
+        raise DataError(problems_report(root, problems) + "\nNothing was written. Fix or remove these files, or "
+                        "set ingest.on_bad_file: skip to leave them out (then listed in data/ingest/rejected.csv).")
+    index = {c: i for i, c in enumerate(left)}
+    return [classes[c] for c in left], [(p, index[c]) for p, c in good], problems
+
+
 def _select_folder(ip: IngestParams, seed: int):
     root = Path(ip.source)
-    classes, files = scan_folder(root)
+    classes, files, problems = check_folder(ip)
+    if problems:
+        logger().warning("ingest: %d bad file(s) left out (ingest.on_bad_file: skip), listed in "
+                         "data/ingest/rejected.csv\n%s", len(problems), problems_report(root, problems))
     labels = np.array([c for _, c in files])
     rows = []
     for c, idx in enumerate(_per_class(labels, len(classes), seed, "folder")):
@@ -78,7 +112,7 @@ def _select_folder(ip: IngestParams, seed: int):
                 rel = path.relative_to(root).as_posix()
                 rows.append((rel, split, c, str(path),
                              lambda path=path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)))
-    return classes, rows
+    return classes, rows, problems
 
 
 def validate(manifest: pd.DataFrame, classes: list[str], ip: IngestParams, results_dir: Path | None = None) -> None:
@@ -107,10 +141,11 @@ def validate(manifest: pd.DataFrame, classes: list[str], ip: IngestParams, resul
 def run(p: Params, root: Path, **_) -> dict:
     ip = p.ingest
     log = logger()
+    rejected: list[Problem] = []
     if ip.source == "fashion-mnist":
         classes, rows = _select_fashion_mnist(ip, p.seed)
     else:
-        classes, rows = _select_folder(ip, p.seed)
+        classes, rows, rejected = _select_folder(ip, p.seed)
     log.info("ingest: %d samples, %d classes from %s", len(rows), len(classes), ip.source)
     out = out_dir(root, "ingest")
     with atomic_dir(out) as tmp:
@@ -126,6 +161,9 @@ def run(p: Params, root: Path, **_) -> dict:
         results.mkdir(parents=True, exist_ok=True)
         validate(manifest, classes, ip, results_dir=results)
         summary = {"classes": len(classes), **{s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}}
+        if rejected:  # only then: a clean folder's output is as before the option existed
+            pd.DataFrame(rejected, columns=list(Problem._fields)).to_csv(tmp / "rejected.csv", index=False)
+            summary["rejected"] = len(rejected)
         write_json(tmp / "summary.json", summary)
     return summary
 

@@ -83,7 +83,11 @@ def dataset(root: Path, source: str) -> dict | Missing:
     first = m.iloc[0]
     out = {"n_images": len(m), "split_counts": [(s, int((m.split == s).sum())) for s in splits],
            "shape": f"{int(first.height)}×{int(first.width)}×{int(first.channels)}", "source": source,
-           "splits": splits, "classes": []}
+           "splits": splits, "classes": [], "rejected": None}
+    if (folder / "rejected.csv").exists():  # ingest.on_bad_file: skip left these files out
+        with open(folder / "rejected.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        out["rejected"] = {"count": len(rows), "rows": rows[:20]}
     for i, c in enumerate(cls):
         rows = m[m.label == i]
         pick = rows[rows.split == "train"] if (rows.split == "train").any() else rows
