@@ -209,7 +209,8 @@ def test_a_refused_dataset_leaves_params_yaml_and_dvc_status_as_they_were(dvc_pr
     before = (proj / "params.yaml").read_bytes()
     bad = image_folder(tmp_path / "photos", per_class=6)
     (bad / "circle" / "cut.png").write_bytes((bad / "circle" / "img01.png").read_bytes()[:40])
-    for dataset, says in ((bad, "corrupt or unreadable image (1)"), (tmp_path / "nowhere", "dataset folder not found")):
+    for dataset, says in ((bad, "1 problem(s) in the dataset folder"),
+                          (tmp_path / "nowhere", "dataset folder not found")):
         res = run(["augdag", "run", "--dataset", str(dataset)], proj, check=False)
         assert res.returncode != 0 and says in res.stderr + res.stdout, res.stderr[-2000:]
         assert (proj / "params.yaml").read_bytes() == before
