@@ -111,8 +111,16 @@ def _first_manifest_difference(a: Path, b: Path) -> str | None:
     return None
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def _files(folder: Path) -> dict[str, str]:
+    """relative path -> md5 of each file (digests, not bytes: a large output's shards need not fit in memory)."""
+    import hashlib
+
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                out[p.relative_to(folder).as_posix()] = hashlib.file_digest(f, "md5").hexdigest()
+    return out
 
 
 def recompute(root: Path, stages: list[str] | None = None, keep: Path | None = None) -> dict[str, dict]:
