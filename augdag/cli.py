@@ -119,8 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     from augdag import numerics
 
     numerics.pin_from_params(root)  # before torch, numpy or numba loads
+    from augdag import cancel
+
     try:
-        return _dispatch(args, root)
+        with cancel.sigint_stops_work():  # `augdag server` installs its own handler
+            return _dispatch(args, root)
+    except KeyboardInterrupt:
+        print("augdag: stopped by Ctrl-C; every stage output is either the previous one or a complete new one "
+              "recorded in dvc.lock", file=sys.stderr)
+        return 130
     except AugdagError as err:
         print(f"augdag: error: {err}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from augdag import cancel
 from augdag.errors import DataError, ModelError
 from augdag.log import logger
 from augdag.params import GeneratorConfig
@@ -133,6 +134,7 @@ def train_generator(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg:
     bs = min(cfg.batch_size, n)
     model.train()
     for step in range(1, cfg.steps + 1):
+        cancel.check()
         idx = torch.randint(0, n, (bs,), generator=g).to(device)
         noise = torch.randn(bs, cfg.latent_dim, generator=g).to(device)
         logits, mu, logvar = model(x_pad[idx], y_all[idx], noise)
@@ -269,6 +271,7 @@ class Generator:
         out = np.empty((len(labels), *self.image_shape), np.uint8)
         size = self.model.size
         for a in range(0, len(labels), SAMPLE_CHUNK):
+            cancel.check()
             lab, seeds = labels[a:a + SAMPLE_CHUNK], latent_seeds[a:a + SAMPLE_CHUNK]
             key = (len(lab), torch.get_num_threads())
             if len(lab) > 1 and self.batch_checks.get(key, True):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from augdag import cancel
+
 _std = logging.getLogger("augdag")
 if not _std.handlers:
     _h = logging.StreamHandler(sys.stderr)
@@ -38,6 +40,7 @@ class Progress:
         self._artifact = _progress_artifact(stage)
 
     def update(self, n: int = 1) -> None:
+        cancel.check()  # long loops report progress: Ctrl-C stops them here
         self.done += n
         pct = 100.0 * self.done / self.total
         if pct >= self._next or self.done == self.total:

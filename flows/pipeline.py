@@ -20,7 +20,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from augdag import dvcops, runlock
+from augdag import cancel, dvcops, runlock
 from augdag.log import logger
 from augdag.params import SOURCES, Params, dotted_to_nested, load_params, write_overrides
 from augdag.runner import current_mapper, dask_session
@@ -169,7 +169,14 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", set_params: list
                     wait = [futures[u] for u in UPSTREAM[name]]
                     futures[name] = stage_task.submit(
                         name, params, str(root_p), workers, force, wait_for=wait)
-                results = {name: f.result() for name, f in futures.items()}
+                try:
+                    results = {name: f.result() for name, f in futures.items()}
+                except BaseException as err:
+                    if isinstance(err, KeyboardInterrupt):
+                        cancel.request()  # the running stages stop at their next step or chunk
+                    for f in futures.values():  # a stage's commit to dvc.lock is not cut short
+                        f.wait()
+                    raise
         except BaseException:
             # A run that failed before any stage finished (e.g. ingest refused the folder) leaves params.yaml as
             # it was: data/ and dvc.lock still hold the old run, and dvc status stays clean.

@@ -75,9 +75,12 @@ def module(name: str, modality: str = "image") -> ModuleType:
 def run_stage(name: str, params, root: Path, **runtime) -> dict:
     import time
 
+    from augdag import cancel
     from augdag.env import frozen_heap, release_free_memory
 
+    cancel.check()
     code = module(name, getattr(params, "modality", "image"))
+    runtime["mapper"] = cancel.cancellable(runtime.get("mapper") or map)
     numerics = getattr(params, "numerics", None)
     if numerics is not None:  # float results depend on the thread count; stages that set their own still do
         import torch

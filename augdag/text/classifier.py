@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from augdag import cancel
 from augdag.adversarial import soft_ce
 from augdag.env import torch_threads
 from augdag.errors import DataError, ModelError
@@ -397,6 +398,7 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
                  "frozen encoder" if cfg.freeze_encoder else "full fine-tune", cfg.num_threads)
         curve, running = [], []
         for step in range(1, cfg.steps + 1):
+            cancel.check()
             model.train()
             if cfg.freeze_encoder:
                 model.encoder.eval()

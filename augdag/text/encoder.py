@@ -34,6 +34,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from augdag import cancel
 from augdag.errors import ModelError
 from augdag.text.data import check_texts  # noqa: F401  (re-exported: encoder.check_texts)
 
@@ -166,6 +167,7 @@ def pooled_unpadded(model, tokenizer, texts: Sequence[str], batch_size: int, max
     out = torch.zeros(len(texts), hidden, dtype=torch.float32)
     with torch.no_grad():
         for rows, input_ids in length_groups(tokenizer, texts, max_length, batch_size):
+            cancel.check()
             for row, ids in zip(rows, input_ids):  # one text a call: see the module note
                 ids = ids[None].to(dev)
                 mask = torch.ones_like(ids)

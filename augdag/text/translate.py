@@ -49,6 +49,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
+from augdag import cancel
 from augdag.env import torch_threads
 from augdag.errors import LineageError, ModelError
 from augdag.text.data import check_texts
@@ -280,6 +281,7 @@ class MarianTranslator:
         todo = [i for i, t in enumerate(texts) if t.strip()]
         with torch_threads(self.threads), torch.inference_mode():
             for s in range(0, len(todo), self.batch_size):
+                cancel.check()
                 idx = todo[s:s + self.batch_size]
                 enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True).to(self.device)
                 gen = model.generate(**enc, do_sample=False, num_beams=self.num_beams,
