@@ -172,7 +172,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", set_params: list
                 try:
                     results = {name: f.result() for name, f in futures.items()}
                 except BaseException as err:
-                    if isinstance(err, KeyboardInterrupt):
+                    if not isinstance(err, Exception):  # Ctrl-C, or Prefect's SIGTERM (a served run cancelled)
                         cancel.request()  # the running stages stop at their next step or chunk
                     for f in futures.values():  # a stage's commit to dvc.lock is not cut short
                         f.wait()

@@ -276,39 +276,59 @@ def start_server(host: str = "127.0.0.1", port: int = 4200, timeout: float | Non
     return proc
 
 
-STOP_GRACE_S = 30.0  # after Ctrl-C, how long serve() may take to return before augdag stops the server itself
+STOP_GRACE_S = 30.0  # after Ctrl-C, how long the runner may take to stop before augdag stops the server itself
+
+
+def _serve(runner, deployments: list) -> None:
+    """Serve `deployments` with `runner` until it is stopped (what prefect.serve() does, with the runner in hand
+    so that Ctrl-C can stop it the way Prefect stops it on SIGTERM)."""
+    import asyncio
+
+    for d in deployments:
+        runner.add_deployment(d)
+    asyncio.run(runner.start())
 
 
 def serve_all(root: str | Path = ".", host: str = "127.0.0.1", port: int = 4200, expose: bool = False,
               limit: int = 1) -> None:
     """Start a Prefect server on host:port and serve both deployments against it until Ctrl-C (or
     SIGTERM), then stop the server. `limit`: flow runs at a time (one: runs share params.yaml and
-    data/, and a fine-tune takes both cores)."""
-    from prefect import serve
+    data/, and a fine-tune takes both cores).
+
+    Ctrl-C asks Prefect's runner to stop as its own SIGTERM handler does (cancel the flow runs in flight, end
+    the polling loops, let start() return) instead of raising KeyboardInterrupt wherever the event loop is:
+    an interrupt raised inside the loop leaves asyncio.run() cancelling Prefect's tasks and joining its worker
+    threads, with no bound on how long that takes."""
+    from prefect.runner import Runner
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     check_host(host, expose)
     if not is_loopback(host):
         print(exposure_warning(host, port), file=sys.stderr, flush=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # until serve(): still stop the server
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # until the runner starts: stop the server
     proc = None
+    runner = Runner(pause_on_shutdown=False, limit=limit)
 
     def stop_anyway() -> None:
-        # In full test-suite runs under load, Prefect's serve() twice did not return after Ctrl-C (not root-caused;
-        # alone it returns in seconds). Ctrl-C must stop augdag: after STOP_GRACE_S the server goes down and the
-        # process exits.
+        # The last resort: whatever Prefect does, Ctrl-C stops augdag within STOP_GRACE_S.
         time.sleep(STOP_GRACE_S)
-        print(f"augdag: Prefect's serve() did not return within {STOP_GRACE_S:.0f} s of Ctrl-C; "
+        print(f"augdag: Prefect's runner did not stop within {STOP_GRACE_S:.0f} s of Ctrl-C; "
               "stopping the Prefect server and exiting", flush=True)
         if proc is not None:
             stop_server(proc)
         os._exit(0)
 
     def on_sigint(signum, frame):
-        if not getattr(on_sigint, "armed", False):
-            on_sigint.armed = True
-            threading.Thread(target=stop_anyway, name="augdag-stop", daemon=True).start()
-        raise KeyboardInterrupt
+        if getattr(on_sigint, "armed", False):
+            return  # already stopping; stop_anyway bounds the wait
+        on_sigint.armed = True
+        threading.Thread(target=stop_anyway, name="augdag-stop", daemon=True).start()
+        print("augdag: Ctrl-C: stopping the deployments and the Prefect server", flush=True)
+        if runner.started and not runner.stopping and runner._loop is not None:
+            runner.stopping = True
+            runner.execute_in_background(runner.astop)
+        else:  # still starting: nothing of Prefect's is running yet
+            raise KeyboardInterrupt
 
     previous_int = signal.signal(signal.SIGINT, on_sigint)
     try:
@@ -320,7 +340,7 @@ def serve_all(root: str | Path = ".", host: str = "127.0.0.1", port: int = 4200,
               f"({PIPELINE_DEPLOYMENT}, {COMPARE_DEPLOYMENT}); Ctrl-C stops the server and the deployments",
               flush=True)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            serve(*deployments(root), limit=limit, pause_on_shutdown=False)
+            _serve(runner, deployments(root))
     except KeyboardInterrupt:
         pass
     finally:

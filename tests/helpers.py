@@ -1,5 +1,7 @@
-"""What several test files share: the scratch project, the small params, a user-style image folder."""
+"""What several test files share: the scratch project, the small params, a user-style image folder, the check
+that an interrupted command left the project consistent."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -8,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from augdag import runlock
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -66,3 +70,16 @@ def image_folder(root: Path, classes=("circle", "square", "bar"), per_class=6, s
             im = Image.fromarray(a).convert(mode)
             im.save(d / f"img{i:02d}.{'jpg' if i % 3 == 0 else 'png'}")
     return root
+
+
+def assert_consistent(proj: Path) -> None:
+    """No half-written output, the run lock free, every output on disk what dvc.lock records."""
+    left = [str(p) for p in (proj / "data").rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+    assert not left, f"half-written outputs left: {left}"
+    with runlock.hold(proj, "test"):  # raises RunLocked if the interrupted command still held it
+        pass
+    res = run([str(BIN / "dvc"), "status", "--json"], proj)
+    status = json.loads(res.stdout or "{}")
+    changed_outs = {stage: e["changed outs"] for stage, entries in status.items() for e in entries
+                    if isinstance(e, dict) and "changed outs" in e}
+    assert not changed_outs, f"outputs on disk differ from dvc.lock: {changed_outs}"

@@ -427,9 +427,8 @@ def test_flow_killed_then_prefect_server_stopped_and_restarted_during_the_rerun(
     2. `augdag run` again: the stages DVC recorded before the kill are skipped. It pauses itself once
        merge's output is complete; the server is stopped; the run goes on for 5 s with no server; the
        server is started again on the same port and database. Prefect's client retries its calls
-       (exponential back-off, about a minute in all), so this run either finishes, or fails and
-    3. a third run skips what DVC recorded and finishes.
-    Either way: an uninterrupted run's bytes, `dvc status` clean, nothing left half-written."""
+       (exponential back-off, about a minute in all), so this run finishes.
+    Then: an uninterrupted run's bytes, `dvc status` clean, nothing left half-written."""
     from augdag.flows.serve import start_server, stop_server
 
     base, want = baseline
@@ -466,12 +465,9 @@ def test_flow_killed_then_prefect_server_stopped_and_restarted_during_the_rerun(
         second = (tmp_path / "run2.log").read_text()
         for name in ("ingest", "strategy", "traditional", "mix", "generative"):
             assert f"{name}: up to date in dvc.lock, skipped" in second, second[-4000:]
-        if code == 0:  # the retries carried it through the outage
-            assert "Task run 'merge' - Finished in state Completed()" in second, second[-4000:]
-        else:  # it failed; a rerun resumes where DVC's record ends
-            res = run([str(BIN / "augdag"), "-C", str(proj), "run"], proj, check=False, env=env, timeout=600)
-            assert res.returncode == 0, second[-4000:] + res.stdout[-4000:] + res.stderr[-4000:]
-            assert "ingest: up to date in dvc.lock, skipped" in res.stdout + res.stderr
+        # Prefect's client retries its calls with back-off (about a minute in all): a 5 s outage is carried through.
+        assert code == 0, second[-4000:]
+        assert "Task run 'merge' - Finished in state Completed()" in second, second[-4000:]
         assert tree(proj / "data") == want, "an uninterrupted run's bytes"
         assert not list((proj / "data").glob(".*.tmp-*")) and not list((proj / "data").glob(".*.old-*"))
         status = run(["dvc", "status", "dvc.yaml"], proj)

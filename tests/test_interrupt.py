@@ -6,7 +6,6 @@ interrupted during a fine-tune of 100,000 steps (minutes of work), so a command 
 running stage to end, as `augdag run` did, fails the STOP_S bound by far (augdag.cancel)."""
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from augdag import cancel, runlock
+from augdag import cancel
 from augdag.params import dotted_to_nested, write_overrides
-from helpers import BIN, make_project, run
+from helpers import BIN, assert_consistent, make_project, run
 
 PARAMS = {
     "seed": 0,
@@ -67,24 +66,14 @@ def ctrl_c(cmd: list[str], cwd: Path, marker: str = MARK) -> tuple[int, float, s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     reader.join(10)
+    shown = " ".join([Path(cmd[0]).name, *cmd[1:]])
+    print(f"{shown}: exit {rc} {seconds:.1f} s after Ctrl-C")
     return rc, seconds, "".join(lines)
 
 
 def md5s(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_consistent(proj: Path) -> None:
-    left = [str(p) for p in (proj / "data").rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
-    assert not left, f"half-written outputs left: {left}"
-    with runlock.hold(proj, "test"):  # raises RunLocked if the interrupted command still held it
-        pass
-    res = run([str(BIN / "dvc"), "status", "--json"], proj)
-    status = json.loads(res.stdout or "{}")
-    changed_outs = {stage: e["changed outs"] for stage, entries in status.items() for e in entries
-                    if isinstance(e, dict) and "changed outs" in e}
-    assert not changed_outs, f"outputs on disk differ from dvc.lock: {changed_outs}"
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def run(p: Params, root: Path, **_) -> dict:
     path = out_dir(root, "finetune") / "model.safetensors"
     try:
         state = load_file(path)  # safetensors: tensors only, nothing is unpickled
-    except Exception as err:  # noqa: BLE001: safetensors raises its own SafetensorError for a corrupt file
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own SafetensorError for a corrupt file)
         raise ModelError(f"{path}: not a readable safetensors model file: {err}") from None
     try:
         model.load_state_dict(state)
