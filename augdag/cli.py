@@ -84,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--baseline", default="none", help="strategy the paired differences are taken against")
     c.add_argument("--force", action="store_true",
                    help="rerun every run even when a record with its params hash exists")
+    t = sub.add_parser("tune", help="search augmentation strategies for this project's data on validation accuracy "
+                                    "(Optuna; Prefect flow augdag-tune); docs/tune.md")
+    t.add_argument("--trials", type=int, default=20, help="trials to run (default 20)")
+    t.add_argument("--folds", type=int, default=3,
+                   help="fine-tunes per trial, each on its own seeded draw of train and validation (default 3)")
+    t.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop starting trials after this many seconds")
+    t.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    t.add_argument("--out", default="data/tune", help="output folder, relative to the project (default data/tune)")
+    t.add_argument("--apply", action="store_true", help="write the winner into params.yaml (as --set does)")
     v = sub.add_parser("server", help="start a local Prefect server and serve the pipeline and compare flows as "
                                       "deployments, launched from its UI (Ctrl-C stops both)")
     v.add_argument("--host", default="127.0.0.1",
@@ -177,6 +187,23 @@ def _dispatch(args, root: Path) -> int:
                               baseline=args.baseline, force=args.force)
         print(res["markdown"], end="")
         print(f"comparison: {Path(res['out']) / 'comparison.html'} ({res['ran']} runs ran, {res['cached']} cached)")
+        return 0
+    if args.cmd == "tune":
+        from augdag.compare import load_base
+
+        load_base(root)  # a missing or malformed params.yaml fails before Prefect starts
+        with runlock.hold(root, "augdag tune"), temporary_server() as server:
+            from augdag.flows.tune import tune_flow
+
+            server.ready()
+            res = tune_flow(root=str(root), trials=args.trials, folds=args.folds, out=args.out, seed=args.seed,
+                            timeout=args.timeout, apply=args.apply)
+        best = res["best"]
+        print(f"tune: {res['trials']} trials ({res['pruned']} pruned) in {res['seconds']:.0f} s; best mean "
+              f"validation accuracy {best['val_accuracy_mean']:.4f} (trial {best['trial']}) with:")
+        for s in best["set"]:
+            print(f"  --set {s}")
+        print("written into params.yaml" if args.apply else "(add --apply to write it into params.yaml)")
         return 0
     if args.cmd == "server":
         from augdag.env import export_malloc_settings

@@ -61,6 +61,9 @@ STRATEGIES: dict[str, dict] = {
     "generative": _branches(generative=1),
     "all": _branches(traditional=1, mix=1, generative=1),
     "trivial_augment_wide": deep_merge(_branches(), {"finetune": {"online_augment": "trivial_augment_wide"}}),
+    "randaugment": deep_merge(_branches(), {"finetune": {"online_augment": "randaugment"}}),
+    "augmix": deep_merge(_branches(), {"finetune": {"online_augment": "augmix"}}),
+    "params": {},  # params.yaml as it stands (e.g. after `augdag tune --apply`)
     "traditional_nogate": _gate(),
     "traditional_gate": _gate(*OFF),
     "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),

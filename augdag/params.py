@@ -330,8 +330,9 @@ class FinetuneParams(_Strict):
     eval_every: int = Field(default=19, ge=1)
     num_threads: int = Field(default=2, ge=1, le=256, description="torch threads (kept fixed for identical bytes)")
     online_mix: OnlineMixParams = OnlineMixParams()
-    online_augment: Literal["none", "trivial_augment_wide"] = Field(
-        default="none", description="a per-batch policy applied to every drawn sample (torchvision TrivialAugmentWide)")
+    online_augment: Literal["none", "trivial_augment_wide", "randaugment", "augmix"] = Field(
+        default="none", description="a policy applied to every drawn sample of a batch (torchvision's "
+                                    "TrivialAugmentWide, RandAugment or AugMix, their default settings)")
     sampling: SamplingParams = SamplingParams()
     adversarial: AdversarialParams = AdversarialParams()
 

@@ -147,14 +147,15 @@ def test_comparison_strategies_pin_what_they_mean():
                     for b in ("traditional", "mix", "generative")}
     expect = {"none": {}, "traditional": {"traditional"}, "mix": {"mix"}, "generative": {"generative"},
               "all": {"traditional", "mix", "generative"}, "all_nogate": {"traditional", "mix", "generative"},
-              "trivial_augment_wide": {}}
+              "trivial_augment_wide": {}, "randaugment": {}, "augmix": {}}
     for name, branches in expect.items():
         p = compare.resolve(base, name, 4)
         assert p.seed == 4 and p.finetune.steps == 11
         assert {b for b, (e, _) in on(p).items() if e} == set(branches), name
         assert all(m == 1 for e, m in on(p).values() if e), name
         assert not p.finetune.online_mix.enabled
-        assert p.finetune.online_augment == ("trivial_augment_wide" if name == "trivial_augment_wide" else "none")
+        assert p.finetune.online_augment == (name if name in ("trivial_augment_wide", "randaugment", "augmix")
+                                             else "none")
         gate = {c: p.quality.modes.get(c) for c in ("psnr", "ssim", "label_consistency", "outlier")}
         # the gate is pinned too: params.yaml's psnr=warn does not ungate a gated strategy
         assert set(gate.values()) == ({"off"} if name == "all_nogate" else {"filter"}), name

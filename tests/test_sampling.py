@@ -69,15 +69,16 @@ def test_feedback_favours_the_source_that_agrees_with_validation():
     assert all(q.grad is None for q in model.parameters())
 
 
-def test_online_trivial_augment_is_seeded_and_leaves_the_global_rng_alone():
+@pytest.mark.parametrize("policy", ["trivial_augment_wide", "randaugment", "augmix"])
+def test_online_policies_are_seeded_and_leave_the_global_rng_alone(policy):
     x, _ = _images(16, 12, 3)
     assert online_augment(x, "none", 0, 1) is x
     state = torch.get_rng_state()
-    a, b = online_augment(x, "trivial_augment_wide", 0, 1), online_augment(x, "trivial_augment_wide", 0, 1)
+    a, b = online_augment(x, policy, 0, 1), online_augment(x, policy, 0, 1)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, b) and a.shape == x.shape and a.dtype == torch.uint8
     assert not torch.equal(a, x)
-    assert not torch.equal(a, online_augment(x, "trivial_augment_wide", 0, 2))
+    assert not torch.equal(a, online_augment(x, policy, 0, 2))
 
 
 CLASSES = ("circle", "square", "bar")

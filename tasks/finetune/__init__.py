@@ -56,14 +56,15 @@ def targets(manifest, n_classes: int) -> torch.Tensor:
 
 
 def online_augment(images: torch.Tensor, policy: str, seed: int, step: int) -> torch.Tensor:
-    """Apply torchvision's TrivialAugmentWide to each N x H x W x C uint8 image, seeded by (seed, step).
+    """Apply a torchvision policy (TrivialAugmentWide, RandAugment, AugMix) to each N x H x W x C uint8 image,
+    seeded by (seed, step).
 
     The policy draws from torch's global generator, so it runs inside a forked, seeded RNG state."""
     if policy == "none":
         return images
     from torchvision.transforms import v2
 
-    t = v2.TrivialAugmentWide()
+    t = {"trivial_augment_wide": v2.TrivialAugmentWide, "randaugment": v2.RandAugment, "augmix": v2.AugMix}[policy]()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "finetune", "online_augment", step))
         out = [t(img.permute(2, 0, 1)).permute(1, 2, 0) for img in images]

@@ -1,0 +1,118 @@
+"""augdag tune: the search space resolves to valid params, trials are scored on validation folds with their
+own seeds, poor trials are pruned, the winner is the best completed trial and --apply writes it; the real
+command runs through Prefect on a tiny project and resumes from its cache."""
+
+import json
+import statistics
+
+import optuna
+import pytest
+import yaml
+
+from augdag import compare, tune
+from augdag.errors import AugdagError
+from augdag.params import load_params
+from helpers import BIN, REPO, make_project, run
+
+
+def test_every_point_of_the_space_resolves_to_valid_params():
+    base = compare.load_base(REPO)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        knobs, over = tune.suggest(trial)
+        p = tune._params(base, over, tune.FOLD_SEED)
+        assert p.seed == tune.FOLD_SEED
+        for b in ("traditional", "mix", "generative"):
+            plan = getattr(p.strategy, b)
+            assert plan.enabled == bool(knobs[b]) and (not plan.enabled or plan.multiplier == knobs[b])
+        assert p.finetune.online_augment == knobs["online_augment"]
+        assert p.finetune.online_mix.enabled == (knobs["online_mix"] != "off")
+        if knobs["traditional"]:
+            assert p.traditional.ops.hflip.p == knobs["hflip"]
+        gate = set(p.quality.modes.values())
+        assert gate == ({"off"} if knobs.get("gate") == "off" else {"filter"})
+        seen.add(knobs["online_augment"])
+        study.tell(trial, 0.0)
+    assert seen == {"none", "trivial_augment_wide", "randaugment", "augmix"}
+
+
+def _fake(scores_by_policy: dict, calls: list):
+    """A fold runner whose validation accuracy depends on the online policy and a little on the seed."""
+    def run(params):
+        calls.append((params.finetune.online_augment, params.seed))
+        acc = scores_by_policy[params.finetune.online_augment] + 0.001 * (params.seed - tune.FOLD_SEED)
+        return {"val_accuracy": acc}
+    return run
+
+
+SCORES = {"none": 0.50, "trivial_augment_wide": 0.60, "randaugment": 0.58, "augmix": 0.20}
+
+
+def test_search_scores_folds_prunes_poor_trials_and_keeps_the_best(tmp_path):
+    proj = make_project(tmp_path / "p")
+    calls = []
+    res = tune.search(proj, trials=16, folds=3, seed=0, fold_runner=_fake(SCORES, calls), log=lambda *_: None)
+    rows = res["rows"]
+    assert len(rows) == 16 and res["completed"] + res["pruned"] == 16
+    assert {s for _, s in calls} == {tune.FOLD_SEED, tune.FOLD_SEED + 1, tune.FOLD_SEED + 2}  # folds, own seeds
+    for r in rows:
+        assert r["val_accuracy_mean"] == pytest.approx(statistics.fmean(r["val_accuracy"]), abs=1e-6)
+        assert len(r["val_accuracy"]) == (3 if r["state"] == "complete" else len(r["val_accuracy"]))
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert any(r["knobs"]["online_augment"] == "augmix" for r in pruned)  # the poorest policy is cut short
+    assert all(r["knobs"]["online_augment"] != "trivial_augment_wide" for r in pruned)  # never the best
+    assert all(len(r["val_accuracy"]) < 3 for r in pruned)  # pruned before its last fold
+    complete = [r for r in rows if r["state"] == "complete"]
+    best = res["best"]
+    assert best["val_accuracy_mean"] == max(r["val_accuracy_mean"] for r in complete)
+    assert best["knobs"]["online_augment"] == "trivial_augment_wide"
+    out = proj / "data" / "tune"
+    table = (out / "trials.csv").read_text().splitlines()
+    assert len(table) == 17 and table[0].startswith("trial,state,val_accuracy_mean")
+    assert json.loads((out / "metrics.json").read_text())["best_val_accuracy"] == best["val_accuracy_mean"]
+    assert json.loads((out / "tune.json").read_text())["best"]["set"] == best["set"]
+    again = tune.search(proj, trials=16, folds=3, seed=0, fold_runner=_fake(SCORES, []), log=lambda *_: None)
+    assert again["rows"] == rows  # the seeded sampler proposes the same trials
+
+    p = tune.apply(proj, res)
+    assert p.finetune.online_augment == "trivial_augment_wide"
+    assert load_params(proj / "params.yaml").finetune.online_augment == "trivial_augment_wide"
+    resolved = compare.resolve(compare.load_base(proj), "params", 3)  # the `params` strategy: params.yaml as is
+    assert resolved.finetune.online_augment == "trivial_augment_wide" and resolved.seed == 3
+
+
+def test_search_refuses_an_empty_budget(tmp_path):
+    proj = make_project(tmp_path / "p")
+    with pytest.raises(AugdagError, match="--trials"):
+        tune.search(proj, trials=0, fold_runner=lambda p: {"val_accuracy": 0.0})
+
+
+TINY = {
+    "ingest": {"image_size": 16, "n_per_class": 2, "n_val_per_class": 1, "n_test_per_class": 1},
+    "generative": {"model": {"steps": 5, "batch_size": 8, "width": 8, "latent_dim": 4}},
+    "quality": {"reference_image_size": 16},
+    "finetune": {"steps": 2, "batch_size": 4, "image_size": 16, "eval_every": 1, "pretrained": False},
+}
+
+
+@pytest.mark.slow
+def test_augdag_tune_runs_through_prefect_applies_the_winner_and_resumes(tmp_path):
+    proj = make_project(tmp_path / "p", TINY)
+    cmd = [str(BIN / "augdag"), "tune", "--trials", "2", "--folds", "2"]
+    first = run(cmd, proj)
+    assert "tune: 2 trials" in first.stdout and "add --apply" in first.stdout, first.stdout
+    out = proj / "data" / "tune"
+    result = json.loads((out / "tune.json").read_text())
+    runs = sorted((out / "runs").glob("*.json"))
+    assert len(runs) == sum(len(r["val_accuracy"]) for r in result["rows"])
+    assert all("test" not in k for r in runs for k in json.loads(r.read_text()))  # validation only
+    assert not (out / "work").exists()
+    again = run([*cmd, "--apply"], proj)
+    assert json.loads((out / "tune.json").read_text())["rows"] == result["rows"]  # from the cache: same trials
+    assert sorted((out / "runs").glob("*.json")) == runs
+    assert "written into params.yaml" in again.stdout
+    written = yaml.safe_load((proj / "params.yaml").read_text())
+    for key, value in result["best"]["overrides"]["strategy"].items():
+        assert written["strategy"][key] == value
