@@ -155,15 +155,17 @@ def test_a_text_stage_without_the_text_extra_says_what_to_install(monkeypatch):
     assert tasks.module("traditional").__name__ == "augdag.tasks.traditional"
 
 
-def test_the_comparison_pipeline_depends_on_all_the_code_its_runs_import():
-    """compare/dvc.yaml runs every stage but report through flows/compare.py: the same rule, from that folder."""
-    stage = yaml.safe_load((REPO / "compare" / "dvc.yaml").read_text())["stages"]["compare"]
+@pytest.mark.parametrize("pipeline, flow, last", [("compare", "compare", "evaluate"), ("tune", "tune", "finetune")])
+def test_the_comparison_and_search_pipelines_depend_on_all_the_code_their_runs_import(pipeline, flow, last):
+    """compare/dvc.yaml (every stage but report) and tune/dvc.yaml (ingest..finetune) run the stages through their
+    flows: the same rule, from their folders."""
+    stage = yaml.safe_load((REPO / pipeline / "dvc.yaml").read_text())["stages"][pipeline]
     deps = [d.removeprefix("../") for d in stage["deps"]]
-    start = [REPO / "flows" / "compare.py", REPO / "augdag" / "compare.py"]
-    start += [f for name in tasks.STAGES if name != "report" for f in stage_files(name)]
+    start = [REPO / "flows" / f"{flow}.py", REPO / "augdag" / f"{flow}.py"]
+    start += [f for name in tasks.STAGES[:tasks.STAGES.index(last) + 1] for f in stage_files(name)]
     files = closure(start)
     missing = sorted(str(f.relative_to(REPO)) for f in files if not covered(str(f.relative_to(REPO)), deps))
-    assert not missing, f"compare/dvc.yaml: the comparison imports these files but does not depend on them: {missing}"
+    assert not missing, f"{pipeline}/dvc.yaml: its runs import these files but it does not depend on them: {missing}"
 
 
 def test_the_committed_lock_matches_the_code_and_params():
