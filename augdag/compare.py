@@ -64,6 +64,12 @@ STRATEGIES: dict[str, dict] = {
     "randaugment": deep_merge(_branches(), {"finetune": {"online_augment": "randaugment"}}),
     "augmix": deep_merge(_branches(), {"finetune": {"online_augment": "augmix"}}),
     "params": {},  # params.yaml as it stands (e.g. after `augdag tune --apply`)
+    # consistency training on 200 unlabelled images per class from the rest of the raw data (FixMatch)
+    "fixmatch": deep_merge(_branches(), {"ingest": {"n_unlabelled_per_class": 200},
+                                         "finetune": {"consistency": {"enabled": True}}}),
+    "fixmatch_trivial": deep_merge(_branches(), {"ingest": {"n_unlabelled_per_class": 200},
+                                                 "finetune": {"consistency": {"enabled": True},
+                                                              "online_augment": "trivial_augment_wide"}}),
     "traditional_nogate": _gate(),
     "traditional_gate": _gate(*OFF),
     "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),

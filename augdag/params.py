@@ -64,6 +64,9 @@ class IngestParams(_Strict):
     n_per_class: int | None = Field(default=20, ge=1, description="train images per class; null = all")
     n_val_per_class: int = Field(default=20, ge=0)
     n_test_per_class: int = Field(default=200, ge=1)
+    n_unlabelled_per_class: int = Field(
+        default=0, ge=0, description="images per class drawn from the rest of the raw data without their label "
+                                     "(split unlabelled), for finetune.consistency; their labels stay unread")
     shard_size: int = Field(default=4096, ge=1, le=1_000_000)
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="larger images are refused")
     on_bad_file: Literal["fail", "skip"] = Field(
@@ -315,6 +318,18 @@ class AdversarialParams(_Strict):
     weight: float = Field(default=0.5, ge=0.0, le=1.0, description="share of the adversarial loss")
 
 
+class ConsistencyParams(_Strict):
+    """FixMatch-style consistency training on ingest's unlabelled split (augdag/consistency.py)."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.95, gt=0.0, le=1.0,
+                             description="the weak view's top probability from which it is a pseudo-label")
+    weight: float = Field(default=1.0, ge=0.0, le=100.0, description="weight of the unlabelled loss (lambda_u)")
+    ratio: int = Field(default=2, ge=1, le=64, description="unlabelled images per labelled one in a step (mu)")
+    strong: Literal["randaugment", "trivial_augment_wide", "augmix"] = Field(
+        default="randaugment", description="the strong view's torchvision policy, on top of the weak shift")
+
+
 class FinetuneParams(_Strict):
     model: str = Field(
         default="efficientnet_lite0",
@@ -335,6 +350,7 @@ class FinetuneParams(_Strict):
                                     "TrivialAugmentWide, RandAugment or AugMix, their default settings)")
     sampling: SamplingParams = SamplingParams()
     adversarial: AdversarialParams = AdversarialParams()
+    consistency: ConsistencyParams = ConsistencyParams()
 
 
 class RobustnessParams(_Strict):

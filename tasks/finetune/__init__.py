@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from augdag import device, mixing, tracking
 from augdag.adversarial import fgsm, soft_ce
+from augdag.consistency import unlabelled_loss, weak_view
 from augdag.errors import DataError
 from augdag.layout import classes
 from augdag.log import Progress, logger
@@ -168,6 +169,15 @@ def run(p: Params, root: Path, **_) -> dict:
     xv, yv = torch.from_numpy(raw.images(val_rows)), torch.as_tensor(val_rows.label.to_numpy(dtype=np.int64))
     if fp.sampling.mode == "dynamic" and not len(xv):
         raise DataError("finetune.sampling.mode = dynamic needs a validation split (ingest.n_val_per_class >= 1)")
+    cons, xu = fp.consistency, None
+    if cons.enabled:
+        u_rows = raw.manifest[raw.manifest.split == "unlabelled"]  # images only: their labels are never read
+        if not len(u_rows):
+            raise DataError("finetune.consistency.enabled needs unlabelled images: set ingest.n_unlabelled_per_class "
+                            ">= 1 (drawn from the rest of the raw data)")
+        xu = torch.from_numpy(raw.images(u_rows))
+        ugen = torch.Generator().manual_seed(derive_seed(p.seed, "finetune", "unlabelled"))
+        strong_seed, rates = derive_seed(p.seed, "consistency", "strong"), []
 
     model = build_model(fp.model, len(cls), fp.pretrained).to(dev)
     if fp.freeze == "backbone":
@@ -183,6 +193,10 @@ def run(p: Params, root: Path, **_) -> dict:
              fp.model, len(x), len(cls), sampler.names, fp.steps, fp.batch_size, dev, prec.name, fp.sampling.mode,
              f", online {fp.online_augment}" if fp.online_augment != "none" else "",
              f", FGSM eps={adv.epsilon} weight={adv.weight}" if adv.enabled else "")
+    if xu is not None:
+        log.info("finetune: consistency training (FixMatch) on %d unlabelled images, %d a step, threshold %s, "
+                 "weight %s, strong view %s", len(xu), cons.ratio * fp.batch_size, cons.threshold, cons.weight,
+                 cons.strong)
 
     sampler.record(0)
     curve, running, t0 = [], [], time.monotonic()
@@ -206,6 +220,16 @@ def run(p: Params, root: Path, **_) -> dict:
                 if mix_rng is not None:
                     xb, yb = mixing.mix_batch(xb, yb, fp.online_mix, mix_rng)
                 loss = soft_ce(model(xb), yb)
+            if xu is not None:
+                weak = weak_view(xu[torch.randint(0, len(xu), (cons.ratio * fp.batch_size,), generator=ugen)],
+                                 p.seed, step)
+                strong = online_augment(weak, cons.strong, strong_seed, step)
+                with torch.no_grad():
+                    logits_weak = model(preprocess(weak.to(dev), fp.image_size))
+                lu, rate = unlabelled_loss(logits_weak, model(preprocess(strong.to(dev), fp.image_size)),
+                                           cons.threshold)
+                loss = loss + cons.weight * lu
+                rates.append(rate)
         opt.zero_grad(set_to_none=True)
         prec.step(loss, opt)
         running.append(loss.item())
@@ -221,6 +245,8 @@ def run(p: Params, root: Path, **_) -> dict:
                 lv = predict(model, xv, fp.image_size, precision=prec)
                 point["val_loss"] = round(float(torch.nn.functional.cross_entropy(lv, yv)), 6)
                 point["val_accuracy"] = round(float((lv.argmax(1) == yv).float().mean()), 6)
+            if xu is not None:  # the share of unlabelled images confident enough to be pseudo-labelled
+                point["pseudo_label_rate"], rates = round(float(np.mean(rates)), 6), []
             curve.append(point)
             running = []
             log.info("finetune: step %d/%d %s (%.0fs)", step, fp.steps,

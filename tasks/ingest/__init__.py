@@ -42,12 +42,15 @@ def _select_fashion_mnist(ip: IngestParams, seed: int):
     train, test = load_fashion_mnist("train"), load_fashion_mnist("t10k")
     picks = []  # (pool, index, split)
     for c, idx in enumerate(_per_class(train.labels, 10, seed, "train")):
-        n_train = ip.n_per_class if ip.n_per_class is not None else len(idx) - ip.n_val_per_class
-        if n_train + ip.n_val_per_class > len(idx):
-            raise DataError(f"fashion-mnist class {c} has {len(idx)} train images; "
-                            f"ingest.n_per_class + n_val_per_class = {n_train + ip.n_val_per_class}")
+        n_unl = ip.n_unlabelled_per_class
+        n_train = ip.n_per_class if ip.n_per_class is not None else len(idx) - ip.n_val_per_class - n_unl
+        if n_train + ip.n_val_per_class + n_unl > len(idx):
+            raise DataError(f"fashion-mnist class {c} has {len(idx)} train images; ingest.n_per_class + "
+                            f"n_val_per_class + n_unlabelled_per_class = {n_train + ip.n_val_per_class + n_unl}")
         picks += [(train, i, "train") for i in idx[:n_train]]
         picks += [(train, i, "val") for i in idx[n_train:n_train + ip.n_val_per_class]]
+        start = n_train + ip.n_val_per_class
+        picks += [(train, i, "unlabelled") for i in idx[start:start + n_unl]]
     for c, idx in enumerate(_per_class(test.labels, 10, seed, "test")):
         if ip.n_test_per_class > len(idx):
             raise DataError(f"fashion-mnist class {c} has {len(idx)} test images; "
@@ -105,8 +108,14 @@ def _select_folder(ip: IngestParams, seed: int):
                             f"n_val_per_class={ip.n_val_per_class} + 1 train)")
         test, val = idx[:ip.n_test_per_class], idx[ip.n_test_per_class:ip.n_test_per_class + ip.n_val_per_class]
         rest = idx[ip.n_test_per_class + ip.n_val_per_class:]
-        train = rest if ip.n_per_class is None else rest[:ip.n_per_class]
-        for split, chosen in (("train", train), ("val", val), ("test", test)):
+        n_unl = ip.n_unlabelled_per_class
+        train = rest[:len(rest) - n_unl] if ip.n_per_class is None else rest[:ip.n_per_class]
+        unlabelled = rest[len(train):len(train) + n_unl]
+        if len(unlabelled) < n_unl or not len(train):
+            raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} images; "
+                            f"ingest.n_unlabelled_per_class={n_unl} more than the test, validation and train "
+                            f"images are not there")
+        for split, chosen in (("train", train), ("val", val), ("test", test), ("unlabelled", unlabelled)):
             for i in chosen:
                 path = files[i][0]
                 rel = path.relative_to(root).as_posix()
@@ -161,6 +170,8 @@ def run(p: Params, root: Path, **_) -> dict:
         results.mkdir(parents=True, exist_ok=True)
         validate(manifest, classes, ip, results_dir=results)
         summary = {"classes": len(classes), **{s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}}
+        if ip.n_unlabelled_per_class:  # only then: a default run's output is as before the option existed
+            summary["unlabelled"] = int((manifest.split == "unlabelled").sum())
         if rejected:  # only then: a clean folder's output is as before the option existed
             pd.DataFrame(rejected, columns=list(Problem._fields)).to_csv(tmp / "rejected.csv", index=False)
             summary["rejected"] = len(rejected)
