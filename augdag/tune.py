@@ -37,8 +37,9 @@ FOLD_SEED = 1000
 STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune"]
 
 
-def suggest(trial) -> tuple[dict, dict]:
-    """The trial's knobs (flat, as Optuna records them) and the params overrides they stand for."""
+def suggest(trial, unlabelled: bool = False) -> tuple[dict, dict]:
+    """The trial's knobs (flat, as Optuna records them) and the params overrides they stand for. `unlabelled`:
+    params.yaml has an unlabelled pool (ingest.n_unlabelled_per_class), so consistency training is a knob."""
     knobs: dict[str, Any] = {
         "traditional": trial.suggest_int("traditional", 0, 4),
         "mix": trial.suggest_int("mix", 0, 2),
@@ -52,6 +53,8 @@ def suggest(trial) -> tuple[dict, dict]:
         knobs["strength"] = trial.suggest_float("strength", 0.25, 2.0, log=True)
     if knobs["traditional"] or knobs["mix"] or knobs["generative"]:
         knobs["gate"] = trial.suggest_categorical("gate", ["filter", "off"])
+    if unlabelled:
+        knobs["consistency"] = trial.suggest_categorical("consistency", ["off", "fixmatch"])
     return knobs, overrides(knobs)
 
 
@@ -63,7 +66,8 @@ def overrides(knobs: dict) -> dict:
     mix = knobs.get("online_mix", "off")
     out = {"strategy": plan,
            "finetune": {"online_augment": knobs.get("online_augment", "none"),
-                        "online_mix": {"enabled": mix != "off", **({"mode": mix} if mix != "off" else {})}},
+                        "online_mix": {"enabled": mix != "off", **({"mode": mix} if mix != "off" else {})},
+                        "consistency": {"enabled": knobs.get("consistency") == "fixmatch"}},
            "quality": compare.NOGATE["quality"] if knobs.get("gate") == "off" else compare.GATED["quality"]}
     if knobs.get("traditional"):
         s = float(knobs.get("strength", 1.0))
@@ -121,6 +125,7 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
     base = compare.load_base(root)
     _params(base, overrides({}), FOLD_SEED)  # a bad params.yaml fails here, before the first fine-tune
     run = fold_runner or (lambda p: run_fold(p, out_p, root))
+    unlabelled = bool((base.get("ingest") or {}).get("n_unlabelled_per_class"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
@@ -130,7 +135,7 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
             log(f"tune: time budget of {timeout:.0f} s spent after {number} trials")
             break
         trial = study.ask()
-        knobs, over = suggest(trial)
+        knobs, over = suggest(trial, unlabelled)
         scores, state = [], "complete"
         for k in range(folds):
             rec = run(_params(base, over, FOLD_SEED + k))

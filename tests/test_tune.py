@@ -11,7 +11,7 @@ import yaml
 
 from augdag import compare, tune
 from augdag.errors import AugdagError
-from augdag.params import load_params
+from augdag.params import deep_merge, load_params
 from helpers import BIN, REPO, make_project, run
 
 
@@ -33,9 +33,19 @@ def test_every_point_of_the_space_resolves_to_valid_params():
             assert p.traditional.ops.hflip.p == knobs["hflip"]
         gate = set(p.quality.modes.values())
         assert gate == ({"off"} if knobs.get("gate") == "off" else {"filter"})
+        assert "consistency" not in knobs and not p.finetune.consistency.enabled  # no unlabelled pool
         seen.add(knobs["online_augment"])
         study.tell(trial, 0.0)
     assert seen == {"none", "trivial_augment_wide", "randaugment", "augmix"}
+    pooled = deep_merge(base, {"ingest": {"n_unlabelled_per_class": 5}})
+    both = set()
+    for _ in range(20):
+        trial = study.ask()
+        knobs, over = tune.suggest(trial, unlabelled=True)
+        assert tune._params(pooled, over, 0).finetune.consistency.enabled == (knobs["consistency"] == "fixmatch")
+        both.add(knobs["consistency"])
+        study.tell(trial, 0.0)
+    assert both == {"off", "fixmatch"}
 
 
 def _fake(scores_by_policy: dict, calls: list):
