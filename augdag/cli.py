@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         with cancel.sigint_stops_work():  # `augdag server` installs its own handler
             return _dispatch(args, root)
     except KeyboardInterrupt:
-        print("augdag: stopped by Ctrl-C; every stage output is either the previous one or a complete new one "
-              "recorded in dvc.lock", file=sys.stderr)
+        print("augdag: stopped by Ctrl-C; nothing half-written is left: each output is the previous one or a "
+              "complete new one (a stage's, recorded in dvc.lock)", file=sys.stderr)
         return 130
     except AugdagError as err:
         print(f"augdag: error: {err}", file=sys.stderr)
