@@ -31,10 +31,6 @@ def request() -> None:
     _stop.set()
 
 
-def requested() -> bool:
-    return _stop.is_set()
-
-
 def reset() -> None:
     _stop.clear()
 

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from augdag import compare
+from augdag.api import dotted
 from augdag.errors import AugdagError
 from augdag.params import Params, deep_merge, parse_params
 from augdag.storage import read_json, write_json, write_text
 
 FOLD_SEED = 1000
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune"]
+STAGES = compare.STAGES[:compare.STAGES.index("finetune") + 1]  # a comparison's runs, stopped before test data
 
 
 def suggest(trial, unlabelled: bool = False) -> tuple[dict, dict]:
@@ -157,11 +158,11 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
     if not done:
         raise AugdagError("tune: no trial completed; raise --trials or the time budget")
     best = max(done, key=lambda r: (r["val_accuracy_mean"], -r["trial"]))
+    best_over = overrides(best["knobs"])
     result = {"trials": len(rows), "completed": len(done), "pruned": len(rows) - len(done), "folds": folds,
               "fold_seeds": [FOLD_SEED + k for k in range(folds)], "sampler": f"TPE(seed={seed})",
               "pruner": "median (n_startup_trials=3)", "seconds": round(time.monotonic() - t0, 1),
-              "best": {**best, "overrides": overrides(best["knobs"]),
-                       "set": _dotted(overrides(best["knobs"]))},
+              "best": {**best, "overrides": best_over, "set": dotted(best_over)},
               "rows": rows}
     out_p.mkdir(parents=True, exist_ok=True)
     write_text(out_p / "trials.csv", trials_csv(rows))
@@ -170,12 +171,6 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
                                         "pruned": len(rows) - len(done), "seconds": result["seconds"]})
     shutil.rmtree(out_p / "work", ignore_errors=True)
     return result
-
-
-def _dotted(over: dict) -> list[str]:
-    from augdag.api import dotted
-
-    return dotted(over)
 
 
 def trials_csv(rows: list[dict]) -> str:
