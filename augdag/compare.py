@@ -64,11 +64,9 @@ STRATEGIES: dict[str, dict] = {
     "randaugment": deep_merge(_branches(), {"finetune": {"online_augment": "randaugment"}}),
     "augmix": deep_merge(_branches(), {"finetune": {"online_augment": "augmix"}}),
     "params": {},  # params.yaml as it stands (e.g. after `augdag tune --apply`)
-    # consistency training on 200 unlabelled images per class from the rest of the raw data (FixMatch)
-    "fixmatch": deep_merge(_branches(), {"ingest": {"n_unlabelled_per_class": 200},
-                                         "finetune": {"consistency": {"enabled": True}}}),
-    "fixmatch_trivial": deep_merge(_branches(), {"ingest": {"n_unlabelled_per_class": 200},
-                                                 "finetune": {"consistency": {"enabled": True},
+    # consistency training (FixMatch) on params.yaml's unlabelled pool, else UNLABELLED_PER_CLASS (resolve)
+    "fixmatch": deep_merge(_branches(), {"finetune": {"consistency": {"enabled": True}}}),
+    "fixmatch_trivial": deep_merge(_branches(), {"finetune": {"consistency": {"enabled": True},
                                                               "online_augment": "trivial_augment_wide"}}),
     "traditional_nogate": _gate(),
     "traditional_gate": _gate(*OFF),
@@ -80,6 +78,9 @@ STRATEGIES: dict[str, dict] = {
 STRATEGIES.update({f"{name}_nogate": deep_merge(STRATEGIES[name], NOGATE)
                    for name in ("mix", "mixup_offline", "cutmix_offline", "generative", "all")})
 
+# Unlabelled images per class a consistency strategy draws when params.yaml has none (a small folder sets
+# its own ingest.n_unlabelled_per_class instead, as many as its classes have to spare).
+UNLABELLED_PER_CLASS = 200
 COMPARISON = ["none", "traditional", "mix", "generative", "all", "all_nogate", "trivial_augment_wide"]
 SEEDS = [0, 1, 2, 3, 4]
 STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
@@ -98,7 +99,11 @@ def check_strategies(names: Iterable[str]) -> list[str]:
 def resolve(base: dict, strategy: str, seed: int, extra: dict | None = None) -> Params:
     """params.yaml (as a dict) + the strategy's overrides + the seed (+ `extra`, applied last)."""
     check_strategies([strategy])
-    data = deep_merge(deep_merge(base or {}, STRATEGIES[strategy]), {"seed": seed})
+    over = STRATEGIES[strategy]
+    if (over.get("finetune", {}).get("consistency", {}).get("enabled")
+            and not ((base or {}).get("ingest") or {}).get("n_unlabelled_per_class")):
+        over = deep_merge(over, {"ingest": {"n_unlabelled_per_class": UNLABELLED_PER_CLASS}})
+    data = deep_merge(deep_merge(base or {}, over), {"seed": seed})
     if extra:
         data = deep_merge(data, extra)
     return parse_params(data, f"params for strategy {strategy!r}, seed {seed}")

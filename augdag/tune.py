@@ -59,17 +59,43 @@ def suggest(trial, unlabelled: bool = False) -> tuple[dict, dict]:
     return knobs, overrides(knobs)
 
 
-def overrides(knobs: dict) -> dict:
-    """params overrides for a set of knobs (every knob pinned, so a trial means the same on any params.yaml)."""
-    plan = {b: ({"enabled": True, "multiplier": int(knobs[b])} if knobs.get(b) else {"enabled": False,
-                                                                                     "multiplier": 1})
+def suggest_text(trial) -> tuple[dict, dict]:
+    """The text DAG's knobs: EDA variants per text and their strength, embedding-Mixup pairs per text,
+    back-translation, the gate (the classifier, e.g. text.finetune.contrastive_pairs, stays params.yaml's)."""
+    knobs: dict[str, Any] = {"traditional": trial.suggest_int("traditional", 0, 4),
+                             "mix": trial.suggest_int("mix", 0, 2),
+                             "generative": trial.suggest_int("generative", 0, 1)}
+    if knobs["traditional"]:
+        knobs["strength"] = trial.suggest_float("strength", 0.5, 3.0, log=True)
+    if knobs["traditional"] or knobs["mix"] or knobs["generative"]:
+        knobs["gate"] = trial.suggest_categorical("gate", ["filter", "off"])
+    return knobs, overrides(knobs, text=True)
+
+
+def _plan(knobs: dict) -> dict:
+    return {b: ({"enabled": True, "multiplier": int(knobs[b])} if knobs.get(b) else {"enabled": False,
+                                                                                    "multiplier": 1})
             for b in ("traditional", "mix", "generative")}
+
+
+def overrides(knobs: dict, text: bool = False) -> dict:
+    """params overrides for a set of knobs (every knob pinned, so a trial means the same on any params.yaml);
+    `text`: the knobs of suggest_text."""
+    plan = _plan(knobs)
+    gate = compare.NOGATE["quality"] if knobs.get("gate") == "off" else compare.GATED["quality"]
+    if text:
+        out = {"strategy": plan, "quality": gate}
+        if knobs.get("traditional"):
+            a = round(min(0.5, 0.1 * float(knobs.get("strength", 1.0))), 4)
+            out["text"] = {"traditional": {"ops": {"synonym": {"alpha": a}, "insert": {"alpha": a},
+                                                   "swap": {"alpha": a}, "delete": {"rate": a}}}}
+        return out
     mix = knobs.get("online_mix", "off")
     out = {"strategy": plan,
            "finetune": {"online_augment": knobs.get("online_augment", "none"),
                         "online_mix": {"enabled": mix != "off", **({"mode": mix} if mix != "off" else {})},
                         "consistency": {"enabled": knobs.get("consistency") == "fixmatch"}},
-           "quality": compare.NOGATE["quality"] if knobs.get("gate") == "off" else compare.GATED["quality"]}
+           "quality": gate}
     if knobs.get("traditional"):
         s = float(knobs.get("strength", 1.0))
         out["traditional"] = {"ops": {
@@ -124,9 +150,10 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
     root = Path(root).resolve()
     out_p = Path(out) if Path(out).is_absolute() else root / out
     base = compare.load_base(root)
-    _params(base, overrides({}), FOLD_SEED)  # a bad params.yaml fails here, before the first fine-tune
+    _params(base, {}, FOLD_SEED)  # a bad params.yaml fails here, before the first fine-tune
     run = fold_runner or (lambda p: run_fold(p, out_p, root))
     unlabelled = bool((base.get("ingest") or {}).get("n_unlabelled_per_class"))
+    text = base.get("modality") == "text"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
@@ -136,7 +163,7 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
             log(f"tune: time budget of {timeout:.0f} s spent after {number} trials")
             break
         trial = study.ask()
-        knobs, over = suggest(trial, unlabelled)
+        knobs, over = suggest_text(trial) if text else suggest(trial, unlabelled)
         scores, state = [], "complete"
         for k in range(folds):
             rec = run(_params(base, over, FOLD_SEED + k))
@@ -158,7 +185,7 @@ def search(root: str | Path, trials: int = 20, folds: int = 3, out: str | Path =
     if not done:
         raise AugdagError("tune: no trial completed; raise --trials or the time budget")
     best = max(done, key=lambda r: (r["val_accuracy_mean"], -r["trial"]))
-    best_over = overrides(best["knobs"])
+    best_over = overrides(best["knobs"], text)
     result = {"trials": len(rows), "completed": len(done), "pruned": len(rows) - len(done), "folds": folds,
               "fold_seeds": [FOLD_SEED + k for k in range(folds)], "sampler": f"TPE(seed={seed})",
               "pruner": "median (n_startup_trials=3)", "seconds": round(time.monotonic() - t0, 1),

@@ -163,6 +163,18 @@ def test_comparison_strategies_pin_what_they_mean():
         compare.resolve({}, "nonesuch", 0)
 
 
+def test_consistency_strategies_use_the_projects_unlabelled_pool():
+    for name in ("fixmatch", "fixmatch_trivial"):
+        p = compare.resolve({}, name, 0)
+        assert p.finetune.consistency.enabled
+        assert p.ingest.n_unlabelled_per_class == compare.UNLABELLED_PER_CLASS
+        # a small folder sets as many as its classes have to spare, and the strategy keeps them
+        assert compare.resolve({"ingest": {"n_unlabelled_per_class": 30}}, name, 0).ingest.n_unlabelled_per_class == 30
+    # a strategy without consistency training leaves params.yaml's pool as it is
+    assert compare.resolve({}, "none", 0).ingest.n_unlabelled_per_class == 0
+    assert compare.resolve({"ingest": {"n_unlabelled_per_class": 30}}, "none", 0).ingest.n_unlabelled_per_class == 30
+
+
 def test_params_hash_and_lenient_params_file(tmp_path):
     a, b = compare.resolve({}, "none", 0), compare.resolve({}, "none", 1)
     d = a.model_dump(mode="json", exclude={"runner"})

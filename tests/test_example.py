@@ -44,3 +44,27 @@ def test_the_example_trains_a_timm_model_on_the_merged_set_and_scores_the_test_s
     after = out["model"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_the_digits_folder_is_a_dataset_ingest_reads(tmp_path):
+    """examples/digits_folder.py: scikit-learn's digits as a user-style folder, read by the ingest stage."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from augdag.params import parse_params
+    from augdag.storage import read_manifest
+    from augdag.tasks import out_dir, run_stage
+
+    spec = importlib.util.spec_from_file_location("digits_folder", REPO / "examples" / "digits_folder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    counts = module.write_folder(tmp_path / "digits")
+    digits = load_digits()
+    assert counts == {str(k): int((digits.target == k).sum()) for k in range(10)}
+    first = np.asarray(Image.open(tmp_path / "digits" / str(digits.target[7]) / "0007.png"))
+    assert first.shape == (8, 8) and (first == np.round(digits.images[7] * 255 / 16)).all()
+    p = parse_params({"ingest": {"source": str(tmp_path / "digits"), "n_test_per_class": 100,
+                                 "n_unlabelled_per_class": 30}})
+    run_stage("ingest", p, tmp_path / "proj")
+    m = read_manifest(out_dir(tmp_path / "proj", "ingest"))
+    assert m.groupby("split").size().to_dict() == {"test": 1000, "train": 200, "unlabelled": 300, "val": 200}

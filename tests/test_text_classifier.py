@@ -177,3 +177,38 @@ def test_errors_name_the_problem(rt, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelError, match="not an augdag text classifier"):
         C.TextClassifier.load(tmp_path)
+
+
+def test_contrastive_pairs_are_setfits_pairs():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([1, 1, 1, 1, 0, 1], float) / 5  # the second class-1 text has weight 0: never drawn
+    pairs = C.contrastive_pairs(labels, p, 400, seed=3, step=1)
+    assert pairs.shape == (400, 3)
+    for k, (i, j, t) in enumerate(pairs):
+        assert i != j and t == int(labels[i] == labels[j]) and 4 not in (i, j)
+        # even positions pair within the class where it has another member (class 0), odd ones across
+        assert t == (k % 2 == 0 and labels[i] == 0)
+    assert set(pairs[:, 0]) == {0, 1, 2, 3, 5}
+    assert (C.contrastive_pairs(labels, p, 400, 3, 1) == pairs).all()
+    assert not np.array_equal(C.contrastive_pairs(labels, p, 400, 3, 2), pairs)
+
+
+@pytest.mark.slow
+def test_contrastive_encoder_then_head_is_deterministic_and_better_than_chance(rt):
+    xtr, ytr, xte, yte = rt
+    texts, labels = xtr[:6] + xtr[20:26], np.r_[ytr[:6], ytr[20:26]]
+    cfg = C.FinetuneConfig(steps=40, contrastive_steps=3, **FROZEN)
+    res = C.fine_tune(texts + [C.Pair(texts[0], texts[7], 0.6)],
+                      np.vstack([np.eye(2)[labels], C.pair_target(0, 1, 0.6, 2)]), CLASSES, config=cfg)
+    pretrained = C.new_classifier(CLASSES)
+    # the encoder moved (contrastive phase), then stayed frozen while the head learned
+    assert any(not torch.equal(a, b) for a, b in zip(res.model.encoder.parameters(),
+                                                     pretrained.encoder.parameters()))
+    assert res.curve[-1]["train_loss"] < 0.5
+    again = C.fine_tune(texts + [C.Pair(texts[0], texts[7], 0.6)],
+                        np.vstack([np.eye(2)[labels], C.pair_target(0, 1, 0.6, 2)]), CLASSES, config=cfg)
+    assert state_bytes(again.model) == state_bytes(res.model)
+    with pytest.raises(DataError, match="two classes"):
+        C.fine_tune(texts[:6], labels[:6], CLASSES, config=cfg)
+    with pytest.raises(ValueError, match="contrastive_steps"):
+        C.FinetuneConfig(contrastive_steps=-1)

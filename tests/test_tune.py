@@ -2,6 +2,7 @@
 own seeds, poor trials are pruned, the winner is the best completed trial and --apply writes it; the real
 command runs through Prefect on a tiny project and resumes from its cache."""
 
+import html
 import json
 import statistics
 
@@ -48,6 +49,28 @@ def test_every_point_of_the_space_resolves_to_valid_params():
     assert both == {"off", "fixmatch"}
 
 
+def test_text_projects_search_the_text_branches():
+    base = deep_merge(compare.load_base(REPO), {"modality": "text"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    strengths = []
+    for _ in range(40):
+        trial = study.ask()
+        knobs, over = tune.suggest_text(trial)
+        assert set(knobs) <= {"traditional", "mix", "generative", "strength", "gate"}
+        p = tune._params(base, over, 0)
+        for b in ("traditional", "mix", "generative"):
+            plan = getattr(p.strategy, b)
+            assert plan.enabled == bool(knobs[b]) and (not plan.enabled or plan.multiplier == knobs[b])
+        ops = p.text.traditional.ops
+        if knobs["traditional"]:
+            a = min(0.5, 0.1 * knobs["strength"])
+            assert ops.synonym.alpha == ops.insert.alpha == ops.swap.alpha == ops.delete.rate == pytest.approx(a, 1e-3)
+            strengths.append(knobs["strength"])
+        assert "online_augment" not in over.get("finetune", {})  # image-only knobs stay out of a text trial
+        study.tell(trial, 0.0)
+    assert min(strengths) < 1 < max(strengths)
+
+
 def _fake(scores_by_policy: dict, calls: list):
     """A fold runner whose validation accuracy depends on the online policy and a little on the seed."""
     def run(params):
@@ -91,6 +114,44 @@ def test_search_scores_folds_prunes_poor_trials_and_keeps_the_best(tmp_path):
     assert load_params(proj / "params.yaml").finetune.online_augment == "trivial_augment_wide"
     resolved = compare.resolve(compare.load_base(proj), "params", 3)  # the `params` strategy: params.yaml as is
     assert resolved.finetune.online_augment == "trivial_augment_wide" and resolved.seed == 3
+
+
+def test_a_text_search_picks_and_applies_text_knobs(tmp_path):
+    proj = make_project(tmp_path / "t", {"modality": "text"})
+
+    def fold(params):  # more EDA variants score higher; embedding Mixup costs
+        assert params.modality == "text"
+        t, m = params.strategy.traditional, params.strategy.mix
+        return {"val_accuracy": 0.6 + 0.02 * (t.multiplier if t.enabled else 0) - 0.05 * m.enabled}
+
+    res = tune.search(proj, trials=12, folds=2, seed=0, fold_runner=fold, log=lambda *_: None)
+    best = res["best"]["knobs"]
+    assert best["mix"] == 0 and best["traditional"] == max(r["knobs"]["traditional"] for r in res["rows"]
+                                                           if r["state"] == "complete" and not r["knobs"]["mix"])
+    p = tune.apply(proj, res)
+    assert p.strategy.traditional.multiplier == best["traditional"] and not p.strategy.mix.enabled
+    assert load_params(proj / "params.yaml").text.traditional.ops.swap.alpha == pytest.approx(
+        min(0.5, 0.1 * best["strength"]), abs=1e-4)
+
+
+def test_the_report_shows_the_search(tmp_path):
+    from augdag.params import parse_params
+    from augdag.tasks.report import render
+
+    def part(page: str) -> str:
+        return page.split('<section id="search">')[1].split("</section>")[0]
+
+    proj = make_project(tmp_path / "p")
+    p = parse_params({})
+    assert "missing: run augdag tune" in part(render(p, proj))
+    res = tune.search(proj, trials=8, folds=2, seed=0, fold_runner=_fake(SCORES, []), log=lambda *_: None)
+    section = part(render(p, proj))
+    assert "missing" not in section
+    assert section.count("<tr><th>") == 1 + 8  # the header and one row per trial
+    assert f"Winner: trial <b>{res['best']['trial']}</b>" in section
+    assert f"{100 * res['best']['val_accuracy_mean']:.1f} %" in section
+    assert all(f"--set {html.escape(line)}" in section for line in res["best"]["set"]) and res["best"]["set"]
+    assert section.count("<td>pruned</td>") == res["pruned"]
 
 
 def test_search_refuses_an_empty_budget(tmp_path):

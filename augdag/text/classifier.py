@@ -81,6 +81,8 @@ class FinetuneConfig:
     dropout: float = 0.1  # before the head (the encoder keeps its own 0.1 dropout while training)
     num_threads: int = 1
     seed: int = 0
+    contrastive_steps: int = 0  # SetFit: batches of pairs that tune the encoder before the head; 0 = off
+    contrastive_lr: float = 2e-5
 
     def __post_init__(self):
         def need(ok: bool, name: str, allowed: str):
@@ -102,6 +104,10 @@ class FinetuneConfig:
         need(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
         need(is_int(self.num_threads) and 1 <= self.num_threads <= 256, "num_threads", "an integer in 1..256")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
+        need(is_int(self.contrastive_steps) and self.contrastive_steps >= 0, "contrastive_steps",
+             "an integer >= 0")
+        need(isinstance(self.contrastive_lr, (int, float)) and 0 < self.contrastive_lr <= 1, "contrastive_lr",
+             "a number in (0, 1]")
 
 
 @dataclass
@@ -381,7 +387,9 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
         model = new_classifier(classes, cfg.max_length, cfg.dropout, encoder_path).to(dev)
         model.train_config = asdict(cfg)
         cache = None
-        if cfg.freeze_encoder:
+        if cfg.contrastive_steps:
+            contrastive(model, items, y, p, cfg, dev)
+        if cfg.freeze_encoder or cfg.contrastive_steps:
             for q in model.encoder.parameters():
                 q.requires_grad_(False)
             texts = sorted({t for it in items for t in ((it,) if isinstance(it, str) else it[:2])})
@@ -391,16 +399,17 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
             groups = [{"params": list(model.encoder.parameters()), "lr": cfg.lr},
                       {"params": list(model.head.parameters()), "lr": cfg.head_lr}]
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-        val_cache = model.pooled_unpadded(val[0]) if (val is not None and cfg.freeze_encoder) else None
+        val_cache = model.pooled_unpadded(val[0]) if (val is not None and cache is not None) else None
         torch.manual_seed(derive_seed(cfg.seed, STAGE, "dropout"))
         log.info("text finetune: %d items (%d Mixup pairs), %d classes, %d steps of %d, %s, %d thread(s)", n,
                  sum(isinstance(it, Pair) for it in items), k, cfg.steps, cfg.batch_size,
+                 "head on the contrastive encoder" if cfg.contrastive_steps else
                  "frozen encoder" if cfg.freeze_encoder else "full fine-tune", cfg.num_threads)
         curve, running = [], []
         for step in range(1, cfg.steps + 1):
             cancel.check()
             model.train()
-            if cfg.freeze_encoder:
+            if cache is not None:
                 model.encoder.eval()
             idx = rng(cfg.seed, STAGE, "batch", step).choice(n, size=cfg.batch_size, replace=True, p=p)
             batch = [items[i] for i in idx]
@@ -425,6 +434,55 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
                          " ".join(f"{a}={b}" for a, b in point.items() if a != "step"), time.monotonic() - t0)
         model.eval()
     return FinetuneResult(model=model, curve=curve, seconds=round(time.monotonic() - t0, 3))
+
+
+def contrastive_pairs(labels: np.ndarray, p: np.ndarray, n: int, seed: int, step: int) -> np.ndarray:
+    """One batch of SetFit's pairs (Tunstall et al. 2022): n anchors drawn with the sampling weights p, each
+    with a partner drawn the same way from its class (target 1; even positions) or from another (target 0;
+    odd positions), from the seeded stream of the step; [n, 3] rows of (i, j, target). An anchor whose class
+    has no other member gets a partner of another class."""
+    g = rng(seed, STAGE, "contrastive", step)
+    idx = np.arange(len(labels))
+    rows = []
+    for k, i in enumerate(g.choice(len(labels), size=n, replace=True, p=p)):
+        same = (labels == labels[i]) & (idx != i) & (p > 0)
+        other = (labels != labels[i]) & (p > 0)
+        pool = same if (k % 2 == 0 and same.any()) else other
+        j = g.choice(idx[pool], p=p[pool] / p[pool].sum())
+        rows.append((i, j, int(labels[i] == labels[j])))
+    return np.array(rows, np.int64).reshape(-1, 3)
+
+
+def contrastive(model: TextClassifier, items: list, y: torch.Tensor, p: np.ndarray, cfg: FinetuneConfig,
+                dev: torch.device) -> None:
+    """Fine-tune the encoder as SetFit's first phase: the cosine similarity of two texts' pooled embeddings
+    regressed (squared error) on 1 for a pair of one class and 0 otherwise; contrastive_steps batches of
+    batch_size pairs, AdamW at contrastive_lr. Texts with a hard label take part, drawn with their sampling
+    weights (an embedding-Mixup pair or a soft label is left to the head), so the cost does not grow with
+    the augmented set."""
+    keep = np.array([i for i, it in enumerate(items) if isinstance(it, str) and p[i] > 0
+                     and float(y[i].max()) == 1.0], np.int64)
+    labels = np.array([int(y[i].argmax()) for i in keep], np.int64)
+    if len(set(labels.tolist())) < 2:
+        raise DataError("text fine-tune: contrastive pairs need hard-labelled texts of at least two classes")
+    pk = p[keep] / p[keep].sum()
+    opt = torch.optim.AdamW(model.encoder.parameters(), lr=cfg.contrastive_lr, weight_decay=cfg.weight_decay)
+    model.encoder.train()
+    log, t0 = logger(), time.monotonic()
+    for step in range(1, cfg.contrastive_steps + 1):
+        cancel.check()
+        pairs = contrastive_pairs(labels, pk, cfg.batch_size, cfg.seed, step)
+        a = model.pooled([items[keep[i]] for i in pairs[:, 0]])
+        c = model.pooled([items[keep[j]] for j in pairs[:, 1]])
+        sim = nn.functional.cosine_similarity(a, c)
+        loss = nn.functional.mse_loss(sim, torch.as_tensor(pairs[:, 2], dtype=sim.dtype, device=dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0 or step == cfg.contrastive_steps:
+            log.info("text finetune: contrastive step %d/%d loss=%.4f (%.0fs)", step, cfg.contrastive_steps,
+                     loss.item(), time.monotonic() - t0)
+    model.encoder.eval()
 
 
 def _pooled_batch(model: TextClassifier, batch: list, cache: dict | None) -> torch.Tensor:

@@ -205,6 +205,10 @@ class TextFinetuneParams(_Strict):
     max_length: int = Field(default=128, ge=2, le=512, description="tokens; longer texts are truncated")
     eval_every: int = Field(default=20, ge=1)
     freeze_encoder: bool = False
+    contrastive_steps: int = Field(default=0, ge=0, description=(
+        "SetFit: batches of same/other-class pairs that tune the encoder contrastively before the head is trained "
+        "on it, frozen; 0 = off (docs/text.md)"))
+    contrastive_lr: float = Field(default=2e-5, gt=0.0, le=1.0)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     num_threads: int = Field(default=1, ge=1, le=256, description="torch threads (kept fixed for identical bytes)")
     encoder_path: str | None = Field(default=None, description="a local sentence-transformers BERT folder; "

@@ -53,6 +53,7 @@ def finetune(p: Params, root: Path) -> dict:
     cfg = classifier.FinetuneConfig(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, head_lr=ft.head_lr,
                                     weight_decay=ft.weight_decay, max_length=ft.max_length, eval_every=ft.eval_every,
                                     freeze_encoder=ft.freeze_encoder, dropout=ft.dropout,
+                                    contrastive_steps=ft.contrastive_steps, contrastive_lr=ft.contrastive_lr,
                                     num_threads=ft.num_threads, seed=derive_seed(p.seed, "finetune"))
     res = classifier.fine_tune(items, y, names, weights=m.weight.to_numpy(np.float64), config=cfg,
                                val_texts=val.text.tolist() or None, val_labels=val.label.to_numpy(),

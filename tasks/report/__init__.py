@@ -82,6 +82,7 @@ def render(p: Params, root: Path, timings: bool = True) -> str:
              section("training", "Training", sections.training, root),
              section("evaluation", "Test metrics", sections.evaluation, root),
              section("comparison", "Strategy comparison", sections.comparison, root),
+             section("search", "Strategy search", sections.search, root),
              section("lineage", "Lineage", lineage.section, index, index_error)]
     return str(render_template("page.html.j2", css=static("report.css"), any_run=any_run, headline=headline,
                                failed=[s for s, (st, _) in status.items() if st in ("failed or incomplete", "failed")],

@@ -267,3 +267,24 @@ def comparison(root: Path) -> dict | Missing:
         if text.lstrip().startswith("<svg") and "<script" not in text.lower():  # only our own plain SVG
             out["svg"] = Markup(text)
     return out
+
+
+def _knob(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def search(root: Path) -> dict | Missing:
+    """Strategy search (augdag tune): every trial's validation folds and knobs, and the winner, from data/tune/."""
+    data = read_json(Path(root) / "data" / "tune" / "tune.json")
+    if not data or not data.get("rows") or not data.get("best"):
+        return Missing("run augdag tune")
+    keys = sorted({k for r in data["rows"] for k in r.get("knobs", {})})
+    best = data["best"]
+    rows = [{"trial": r["trial"], "state": r["state"], "best": r["trial"] == best["trial"],
+             "mean": f"{100 * r['val_accuracy_mean']:.1f}",
+             "folds": ", ".join(f"{100 * v:.1f}" for v in r["val_accuracy"]),
+             "knobs": [_knob(r["knobs"].get(k, "–")) for k in keys]} for r in data["rows"]]
+    return {"trials": data["trials"], "pruned": data["pruned"], "folds": data["folds"],
+            "fold_seeds": ", ".join(map(str, data.get("fold_seeds", []))), "sampler": data.get("sampler"),
+            "seconds": data.get("seconds"), "keys": keys, "rows": rows, "best": best["trial"],
+            "best_mean": f"{100 * best['val_accuracy_mean']:.1f}", "set": best.get("set", [])}
