@@ -21,7 +21,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from augdag.errors import AugdagError
 from augdag.params import Params, deep_merge, parse_params
@@ -167,26 +167,33 @@ def _absolute_paths(params: Params, base_dir: Path) -> Params:
     return parse_params(d)
 
 
-def run_one(params: Params, strategy: str, seed: int, workdir: str | Path, base_dir: str | Path | None = None) -> dict:
-    """Run ingest..evaluate for one (strategy, seed) in a scratch folder under `workdir`, return its record
-    and delete the scratch data. `base_dir` is where relative paths in the params point (the project)."""
+def in_scratch(params: Params, root: Path, stages: list[str], base_dir: str | Path, read: Callable) -> Any:
+    """Run `stages` for `params` in the scratch folder `root`, return read(root, stage_seconds, seconds) and
+    delete the folder, finished or not. `base_dir` is where relative paths in the params point (the project)."""
     from augdag.tasks import run_stage
 
-    h = params_hash(params)
-    root = Path(workdir) / f"{strategy}-seed{seed}-{h[:12]}"
     if root.exists():
         shutil.rmtree(root)
-    run_params = _absolute_paths(params, Path(base_dir or Path.cwd()).resolve())
+    run_params = _absolute_paths(params, Path(base_dir).resolve())
     t0 = time.monotonic()
     stage_seconds = {}
     try:
-        for stage in STAGES:
+        for stage in stages:
             t = time.monotonic()
             run_stage(stage, run_params, root)
             stage_seconds[stage] = round(time.monotonic() - t, 1)
-        return record_from_folder(root, strategy, seed, h, stage_seconds, round(time.monotonic() - t0, 1))
+        return read(root, stage_seconds, round(time.monotonic() - t0, 1))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def run_one(params: Params, strategy: str, seed: int, workdir: str | Path, base_dir: str | Path | None = None) -> dict:
+    """Run ingest..evaluate for one (strategy, seed) in a scratch folder under `workdir`, return its record
+    and delete the scratch data. `base_dir` is where relative paths in the params point (the project)."""
+    h = params_hash(params)
+    return in_scratch(params, Path(workdir) / f"{strategy}-seed{seed}-{h[:12]}", STAGES, base_dir or Path.cwd(),
+                      lambda root, stage_seconds, seconds: record_from_folder(root, strategy, seed, h, stage_seconds,
+                                                                              seconds))
 
 
 def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage_seconds: dict,

@@ -114,28 +114,21 @@ def _params(base: dict, over: dict, seed: int) -> Params:
 
 def run_fold(params: Params, out: Path, base_dir: Path) -> dict:
     """Validation accuracy of one fine-tune (ingest..finetune in a scratch folder), cached by params hash."""
-    from augdag.tasks import run_stage
-
     h = compare.params_hash(params)
     path = out / "runs" / f"{h[:16]}.json"
     rec = read_json(path) if path.exists() else None
     if rec and rec.get("params_hash") == h:
         return {**rec, "cached": True}
-    root = out / "work" / h[:16]
-    shutil.rmtree(root, ignore_errors=True)
-    run_params = compare._absolute_paths(params, base_dir)
-    t0 = time.monotonic()
-    try:
-        for stage in STAGES:
-            run_stage(stage, run_params, root)
+
+    def read(root: Path, _stage_seconds: dict, seconds: float) -> dict:
         final = read_json(root / "data" / "finetune" / "summary.json") or {}
         if final.get("val_accuracy") is None:
             raise AugdagError(f"{root}: the fine-tune recorded no validation accuracy (ingest.n_val_per_class = 0?); "
                               "tune scores trials on validation only")
-        rec = {"params_hash": h, "seed": params.seed, "val_accuracy": float(final["val_accuracy"]),
-               "val_loss": final.get("val_loss"), "seconds": round(time.monotonic() - t0, 1)}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        return {"params_hash": h, "seed": params.seed, "val_accuracy": float(final["val_accuracy"]),
+                "val_loss": final.get("val_loss"), "seconds": seconds}
+
+    rec = compare.in_scratch(params, out / "work" / h[:16], STAGES, base_dir, read)
     write_json(path, rec)
     return {**rec, "cached": False}
 
