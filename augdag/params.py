@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from augdag.errors import ParamsError
 from augdag.text.params import TextParams
@@ -245,7 +245,8 @@ class OutlierParams(_Strict):
         description="the score each branch's filter watches; null turns the filter off for that branch")
 
 
-CheckMode = Literal["filter", "warn", "fail", "off"]
+# `off` unquoted is False to a YAML 1.1 reader (params.yaml, --set): read as the mode it was written as.
+CheckMode = Annotated[Literal["filter", "warn", "fail", "off"], BeforeValidator(lambda v: "off" if v is False else v)]
 
 
 class QualityParams(_Strict):
@@ -562,6 +563,13 @@ def _represent_float(representer, value: float):
     return representer.represent_scalar("tag:yaml.org,2002:float", text)
 
 
+def _represent_str(representer, value: str):
+    """A string quoted where YAML 1.1 readers would take it plain as something else: off, yes, 1.5, null."""
+    plain = yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False))
+    style = "'" if plain != "tag:yaml.org,2002:str" else None
+    return representer.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
 def write_overrides(path: str | Path, overrides: dict) -> Params:
     """Validate `overrides` on top of params.yaml, then write them into it (comments kept)."""
     from ruamel.yaml import YAML
@@ -576,6 +584,7 @@ def write_overrides(path: str | Path, overrides: dict) -> Params:
     ry = YAML()
     ry.preserve_quotes = True
     ry.representer.add_representer(float, _represent_float)
+    ry.representer.add_representer(str, _represent_str)
     # Keep the user's file as it was written: no re-wrapping of long flow mappings, nulls spelt null.
     ry.width = 4096
     ry.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
@@ -593,5 +602,7 @@ def write_overrides(path: str | Path, overrides: dict) -> Params:
     put(doc, overrides)
     buf = io.StringIO()
     ry.dump(doc, buf)
+    if parse_params(yaml.safe_load(buf.getvalue()), str(path)) != params:  # as params.yaml is read back
+        raise ParamsError(f"{path}: the overrides would not read back as written: {overrides}")
     write_text(path, buf.getvalue())  # atomic; a full disk raises StorageError and leaves params.yaml as it was
     return params

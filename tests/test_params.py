@@ -58,6 +58,26 @@ def test_dotted_overrides_and_write_back_keep_comments(tmp_path):
         dotted_to_nested(["finetune.steps"])
 
 
+def test_words_yaml_1_1_reads_as_booleans_are_written_back_as_strings(tmp_path):
+    """`off` is False to a YAML 1.1 reader: `augdag tune --apply` once wrote quality.modes.psnr: off, and the
+    next load failed."""
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    modes = {"psnr": "off", "ssim": "off", "label_consistency": "filter", "outlier": "off"}
+    p = write_overrides(path, {"quality": {"modes": modes}, "text": {"ingest": {"classes": ["yes", "no", "1.5"]}}})
+    assert p.quality.modes == modes and load_params(path) == p
+    raw = yaml.safe_load(path.read_text())
+    assert raw["quality"]["modes"] == modes and raw["text"]["ingest"]["classes"] == ["yes", "no", "1.5"]
+    assert "psnr: 'off'" in path.read_text() and "label_consistency: filter" in path.read_text()
+    # a user who types the mode unquoted, in params.yaml or in --set, gets the mode
+    assert parse_params(yaml.safe_load("quality: {modes: {psnr: off}}")).quality.modes["psnr"] == "off"
+    assert parse_params(dotted_to_nested(["quality.modes.ssim=off"])).quality.modes["ssim"] == "off"
+    with pytest.raises(ParamsError, match="quality.modes.psnr"):
+        parse_params({"quality": {"modes": {"psnr": True}}})
+
+
 def test_small_floats_are_written_back_as_floats(tmp_path):
     """1e-05 is a string to a YAML 1.1 reader (PyYAML, as DVC and load_params read params.yaml)."""
     import yaml
