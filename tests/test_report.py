@@ -83,7 +83,9 @@ def test_every_section_renders_from_a_real_run(project):
     assert edges == {(u, s) for s in STAGES for u in UPSTREAM[s]}
     times = dict(re.findall(r'data-stage="(\w+)" data-status="[^"]+">.*?class="timing"[^>]*>([^<]*)<', timed))
     assert all(re.fullmatch(r"[\d.]+ (s|min)", times[s]) for s in STAGES[:-1]), times
-    assert "missing:" not in page.replace("missing: run augdag compare", "")
+    # the comparison and the search are separate commands, not stages of a run
+    assert "missing:" not in page.replace("missing: run augdag compare", "").replace("missing: run augdag tune", "")
+    assert "missing: run augdag tune" in _section(page, "search")
     assert "No run exists yet" not in page and "could not render" not in page
     # dataset: classes, split counts per class, one thumbnail per class
     ds = _section(page, "dataset")
