@@ -61,7 +61,7 @@ def suggest(trial, unlabelled: bool = False) -> tuple[dict, dict]:
 
 def suggest_text(trial) -> tuple[dict, dict]:
     """The text DAG's knobs: EDA variants per text and their strength, embedding-Mixup pairs per text,
-    back-translation, the gate (the classifier, e.g. text.finetune.contrastive_pairs, stays params.yaml's)."""
+    back-translation, the gate (the classifier, e.g. text.finetune.contrastive_steps, stays params.yaml's)."""
     knobs: dict[str, Any] = {"traditional": trial.suggest_int("traditional", 0, 4),
                              "mix": trial.suggest_int("mix", 0, 2),
                              "generative": trial.suggest_int("generative", 0, 1)}
