@@ -55,6 +55,7 @@ def cancellable(mapper: Callable) -> Callable:
             check()
             yield result
 
+    wrapped.distributed = getattr(mapper, "distributed", False)  # type: ignore[attr-defined]
     return wrapped
 
 

@@ -258,7 +258,11 @@ class QualityParams(_Strict):
         default_factory=lambda: {"psnr": "warn", "ssim": "warn", "label_consistency": "warn", "outlier": "warn"},
         description="check name (meta.name in expectations/*.json) -> filter | warn | fail | off; "
                     "overrides the suite's own mode")
-    reference_image_size: int = Field(default=64, ge=16, le=1024, description="input size of the reference classifier")
+    reference_image_size: int = Field(default=32, ge=16, le=1024, description="input size of the reference classifier")
+    reference_depth: int | None = Field(
+        default=6, ge=1, le=7,
+        description="block stages of the pretrained backbone whose pooled output the reference classifier reads "
+                    "(1-7); null: the whole network's 1280-d pre-logit features")
     chunk_rows: int = Field(default=51_200, ge=1024, le=10_240_000, multiple_of=1024,
                             description="rows of a branch scored and validated at a time (bounds the stage's memory); "
                                         "a multiple of 1024, the scoring batch, so the scores do not depend on it")

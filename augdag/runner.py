@@ -72,4 +72,5 @@ def current_mapper(stage: str, local: Callable) -> Callable:
         for f in futures:
             yield f.result()
 
+    mapper.distributed = True  # type: ignore[attr-defined]  (stages that compute with torch map on it alone)
     return mapper

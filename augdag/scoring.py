@@ -11,10 +11,9 @@ the merged suite's derived soft-label sum.
 
 from __future__ import annotations
 
-import math
-from collections import deque
-
 import numpy as np
+
+from augdag import jit
 
 MIN_HISTORY = 10
 Z_CAP = 1e6  # a z-score against a constant window; finite so it can be stored as JSON
@@ -39,26 +38,57 @@ def window_z(scores, window_size: int, min_history: int = MIN_HISTORY) -> np.nda
     return WindowZ(window_size, min_history)(scores)
 
 
+@jit.specialised
+def _window_kernel():
+    """z of each score against the mean and population std of the ring buffer's scores, the buffer updated as
+    it goes; mean and std in two passes over the buffer, oldest first (a fixed order)."""
+
+    @jit.njit
+    def window(scores, buf, state, need, cap, out):  # pragma: no cover (compiled)
+        size = buf.shape[0]
+        count, pos = state[0], state[1]  # scores held (<= size), the slot the next one goes to
+        for i in range(scores.shape[0]):
+            s = scores[i]
+            out[i] = np.nan
+            if s != s:  # NaN: no z, and it stays out of the window
+                continue
+            if count >= need:
+                start = (pos - count) % size
+                total = 0.0
+                for k in range(count):
+                    total += buf[(start + k) % size]
+                mean = total / count
+                sq = 0.0
+                for k in range(count):
+                    d = buf[(start + k) % size] - mean
+                    sq += d * d
+                std = np.sqrt(sq / count)
+                if std > 0:
+                    out[i] = min(max((s - mean) / std, -cap), cap)
+                elif s == mean:
+                    out[i] = 0.0
+                else:
+                    out[i] = cap if s > mean else -cap
+            buf[pos] = s
+            pos = (pos + 1) % size
+            count = min(count + 1, size)
+        state[0], state[1] = count, pos
+
+    return window
+
+
 class WindowZ:
     """window_z over a sequence that comes in parts: call it on each part in order; the window carries over,
-    so the parts' z's are window_z of the whole sequence."""
+    so the parts' z's are window_z of the whole sequence. A compiled scan (augdag.jit): ~1 µs a score."""
 
     def __init__(self, window_size: int, min_history: int = MIN_HISTORY):
         self.need = max(2, min(min_history, window_size))
-        self.win: deque[float] = deque(maxlen=window_size)
+        self.buf = np.zeros(max(1, window_size), np.float64)
+        self.state = np.zeros(2, np.int64)
 
     def __call__(self, scores) -> np.ndarray:
-        win, need = self.win, self.need
-        out = np.full(len(scores), np.nan)
-        for i, s in enumerate(np.asarray(scores, np.float64)):
-            if math.isnan(s):
-                continue
-            if len(win) >= need:
-                a = np.fromiter(win, np.float64)
-                mean, std = a.mean(), a.std()
-                if std > 0:
-                    out[i] = float(np.clip((s - mean) / std, -Z_CAP, Z_CAP))
-                else:
-                    out[i] = 0.0 if s == mean else math.copysign(Z_CAP, s - mean)
-            win.append(float(s))
+        scores = np.ascontiguousarray(scores, dtype=np.float64)
+        out = np.empty(len(scores), np.float64)
+        if len(scores):
+            _window_kernel()(scores, self.buf, self.state, self.need, Z_CAP, out)
         return out

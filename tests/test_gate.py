@@ -56,6 +56,46 @@ def test_photometric_damage_after_geometry_is_what_is_scored():
     assert d["ssim"][0] == pytest.approx(full[crop][mask[crop]].mean(), abs=1e-3)
 
 
+def test_aligned_sources_in_a_batch_equal_one_at_a_time():
+    """The batched alignment (shared op kernels, the mask as an extra channel) gives aligned_source's bytes for
+    every mix of geometric ops, grey and RGB, quarter turns and crops included, photometric ops ignored."""
+    from augdag.params import OpsParams
+
+    ops_cfg = OpsParams.model_validate({"hflip": {"p": 0.5}, "vflip": {"p": 0.3}, "rotation": {"p": 0.6},
+                                        "resized_crop": {"p": 0.4}, "affine": {"p": 0.5},
+                                        "gaussian_noise": {"p": 0.3}})
+    for c in (1, 3):
+        g = np.random.default_rng(c)
+        src = g.integers(0, 256, (40, 20, 24, c), dtype=np.uint8)
+        applied = [ops.make_params(ops_cfg, 1000 * c + i, 20, 24) for i in range(40)]
+        applied[0] = [{"op": "rotation", "angle": 90.0}]
+        applied[1] = []
+        got, mask = image_scores.aligned_sources(src, applied)
+        assert len({tuple(p["op"] for p in a) for a in applied}) > 5, "several op groups"
+        for i in range(40):
+            one, m = image_scores.aligned_source(src[i], applied[i])
+            np.testing.assert_array_equal(got[i], one)
+            np.testing.assert_array_equal(mask[i], m)
+        assert mask[1].all() and not mask.all()
+
+
+def test_reference_classifier_pickles_without_its_backbone():
+    """A Dask worker gets the reference as the probe and its settings (a few KB), builds the backbone once, and
+    scores exactly as the original does."""
+    import pickle
+
+    g = np.random.default_rng(0)
+    imgs = np.stack([_shirt(i) for i in range(12)])
+    imgs[6:] = imgs[6:, ::-1]  # two classes: upright and upside down
+    ref = image_scores.ReferenceClassifier(imgs, np.repeat([0, 1], 6), 2, image_size=32, depth=5)
+    blob = pickle.dumps(ref)
+    assert len(blob) < 20_000, len(blob)
+    again = pickle.loads(blob)
+    test = g.permutation(imgs)
+    np.testing.assert_array_equal(again.proba(test), ref.proba(test))
+    assert ref.embed(imgs).shape == (12, 112)  # depth 5: 112 channels
+
+
 def test_mix_scores_weight_parents_by_lambda():
     a, b = _shirt(2), _shirt(3)[::-1].copy()
     from augdag import mixing
@@ -384,6 +424,40 @@ def test_quality_in_chunks_keeps_the_same_rows_scores_and_summary(project, monke
     bad = p.model_copy(update={"quality": p.quality.model_copy(update={"chunk_rows": 6})})
     with pytest.raises(ParamsError, match=r"quality.chunk_rows = 6: must be a multiple of 4"):
         run_stage("quality", bad, root)
+
+
+def test_quality_scoring_jobs_on_workers_give_the_same_bytes(project, monkeypatch):
+    """With a mapper that spreads work (as the Dask runner's), the gate scores in jobs of JOB_ROWS rows on the
+    workers, in any order; the outputs equal the in-process run's byte for byte. The local thread pool's mapper
+    is not used for scoring (torch spreads a job over the cores already)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from augdag.tasks import quality
+
+    root, over = project
+    out = root / "data" / "quality"
+    monkeypatch.setattr(quality, "CHUNK", 4)
+    monkeypatch.setattr(quality, "JOB_ROWS", 8)
+    run_stage("quality", parse_params(over), root)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    jobs = []
+
+    def spread(fn, chunks):
+        chunks = list(chunks)
+        jobs.extend(len(c[2]) for c in chunks)
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(fn, c) for c in reversed(chunks)][::-1]  # started last to first
+            return [f.result() for f in futures]
+
+    spread.distributed = True
+    run_stage("quality", parse_params(over), root, mapper=spread)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    n = sum(json.loads((out / "summary.json").read_text())[b]["in"] for b in ("traditional", "mix", "generative"))
+    assert sum(jobs) == n and max(jobs) == 8 and len(jobs) >= n // 8
+
+    local = []
+    run_stage("quality", parse_params(over), root, mapper=lambda fn, xs: local.append(1) or map(fn, xs))
+    assert not local, "the local mapper is left to the branches"
 
 
 def test_merge_in_chunks_writes_the_same_bytes(project, monkeypatch):

@@ -340,6 +340,54 @@ def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
     assert len(read_manifest(tmp_path / "data" / "generative")) == 40, "the earlier output must stay"
 
 
+def test_sampling_jobs_cover_every_pair_in_class_order(monkeypatch):
+    from augdag.tasks import generative
+
+    monkeypatch.setattr(generative, "JOB_SAMPLES", 5)
+    jobs = generative.sampling_jobs([3, 0, 7, 1])
+    pairs = [(c, i) for job in jobs for c, a, b in job for i in range(a, b)]
+    assert pairs == [(c, i) for c, n in enumerate([3, 0, 7, 1]) for i in range(n)]
+    assert [sum(b - a for _, a, b in job) for job in jobs] == [5, 5, 1]
+    assert generative.sampling_jobs([0, 0]) == []
+
+
+def test_generative_sampling_jobs_on_workers_give_the_same_bytes(tmp_path, monkeypatch):
+    """With a mapper that spreads work (as the Dask runner's), sampling runs as jobs that load the checkpoint
+    from the stage's output; the shards and manifest equal the in-process run's. A checkpoint that changed under
+    a job is refused by its hash."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from augdag.tasks import generative
+
+    p = parse_params({
+        "ingest": {"n_per_class": 2, "n_val_per_class": 2, "n_test_per_class": 1},
+        "strategy": {"traditional": {"enabled": False}, "generative": {"enabled": True, "multiplier": 3}},
+        "generative": {"model": {"steps": 5, "batch_size": 8, "width": 8, "latent_dim": 4}},
+    })
+    for stage in ["ingest", "strategy", "generative"]:
+        run_stage(stage, p, tmp_path)
+    out = tmp_path / "data" / "generative"
+    before = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    monkeypatch.setattr(generative, "JOB_SAMPLES", 7)
+    jobs = []
+
+    def spread(fn, chunks):
+        chunks = list(chunks)
+        jobs.extend(chunks)
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(fn, chunks))
+
+    spread.distributed = True
+    monkeypatch.setattr(generative, "_GENERATORS", {})
+    run_stage("generative", p, tmp_path, mapper=spread)
+    assert {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+    assert len(jobs) == -(-60 // 7) and all(j[0].endswith("generator.safetensors") for j in jobs)
+    ckpt, digest = jobs[0][0], jobs[0][1]
+    with pytest.raises(ModelError, match="checkpoint hash differs"):
+        generative.sample_job((str(out / "generator.safetensors"), "0" * 64, "cpu", 1, 0, [(0, 0, 1)]))
+    assert digest == generative.gen.file_hash(out / "generator.safetensors")
+
+
 @pytest.mark.slow
 def test_diffusers_backend_in_the_stage_with_replay(tmp_path):
     """The generative stage on a tiny random class-conditional diffusers model: lineage pins the

@@ -181,9 +181,15 @@ class StageData:
         return img
 
     def images(self, rows: pd.DataFrame) -> np.ndarray:
+        """The images of manifest rows, stacked (one indexed read per shard, with image()'s checks)."""
         if len(rows) == 0:
             return np.zeros((0, 1, 1, 1), np.uint8)
-        return np.stack([self.image(r) for _, r in rows.iterrows()])
+        cols = ["shard", "index", "height", "width", "channels"]
+        missing = [c for c in cols if c not in rows.columns]
+        if missing:
+            raise self._bad_row(rows.iloc[0].get("sample_id", rows.index[0]), _NO_PLACE)
+        ids = rows["sample_id"].to_numpy() if "sample_id" in rows.columns else rows.index.to_numpy()
+        return np.stack(self.images_of({"sample_id": ids, **{c: rows[c].to_numpy() for c in cols}}))
 
     def lookup(self, ids: list[str], columns: list[str]) -> dict[str, np.ndarray]:
         """Manifest columns of the rows with these sample ids, in the order of `ids`, as arrays.

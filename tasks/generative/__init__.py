@@ -12,19 +12,19 @@ beside the real-train-vs-real-val distance as the floor.
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 
 from augdag import device
 from augdag import generative as gen
 from augdag.errors import ModelError
 from augdag.layout import classes
-from augdag.log import logger
+from augdag.log import Progress, logger
 from augdag.params import Params
 from augdag.seeding import derive_seed
 from augdag.storage import MANIFEST, StageData, StageWriter, atomic_dir, write_json
@@ -69,7 +69,54 @@ def produced_quality(real_train, train_labels, real_val, val_labels, generated, 
     return out
 
 
-def run(p: Params, root: Path, **_) -> dict:
+# samples per sampling job (a shard task on Dask)
+JOB_SAMPLES = 4096
+_GENERATORS: dict = {}  # (checkpoint, digest, device) -> loaded generator: one per worker process
+
+
+def sampling_jobs(counts: list[int]) -> list[list[tuple[int, int, int]]]:
+    """The (class, i) pairs of `counts[c]` samples per class, in class order, cut into jobs of JOB_SAMPLES; a job
+    is a few (class, first i, end i) segments, so the plan stays small whatever the sample count."""
+    jobs: list = []
+    cur: list = []
+    room = JOB_SAMPLES
+    for c, n in enumerate(counts):
+        i = 0
+        while i < n:
+            take = min(room, n - i)
+            cur.append((c, i, i + take))
+            i, room = i + take, room - take
+            if room == 0:
+                jobs.append(cur)
+                cur, room = [], JOB_SAMPLES
+    return jobs + ([cur] if cur else [])
+
+
+def _sample(g, seed: int, segments) -> tuple[np.ndarray, list[tuple[int, int]], list[int]]:
+    pairs = [(c, i) for c, a, b in segments for i in range(a, b)]
+    seeds = [derive_seed(seed, BRANCH, c, i) for c, i in pairs]
+    return g.sample_batch([c for c, _ in pairs], seeds), pairs, seeds
+
+
+def sample_job(args) -> tuple[np.ndarray, list[tuple[int, int]], list[int]]:
+    """(images, (class, i) pairs, latent seeds) of one sampling job, from the checkpoint at its path (checked
+    against its hash once per process). Each image's bytes are sample(label, seed)'s whatever the batch
+    (Generator.sample_batch), so jobs may run anywhere; the thread count is the stage's, as sample_batch's batch
+    check is made at it, and Dask's workers start with one."""
+    ckpt, digest, dev, threads, seed, segments = args
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    key = (ckpt, digest, dev)
+    g = _GENERATORS.get(key)
+    if g is None:
+        if gen.file_hash(ckpt) != digest:
+            raise ModelError(f"{ckpt}: checkpoint hash differs from the one this run trained or loaded")
+        _GENERATORS.clear()
+        g = _GENERATORS[key] = gen.load_generator(ckpt).to(dev)
+    return _sample(g, seed, segments)
+
+
+def run(p: Params, root: Path, mapper=map, **_) -> dict:
     plan = load_plan(root, BRANCH)
     gp = p.generative
     log = logger()
@@ -119,15 +166,22 @@ def run(p: Params, root: Path, **_) -> dict:
                                                   device=dev)
                 digest = gen.save_generator(state, meta, tmp / CHECKPOINT)
                 generator = gen.load_generator(tmp / CHECKPOINT).to(dev)
-            # (class, i) pairs in class order, made as they are sampled, so memory does not grow with the sample count
-            want = ((c, i) for c in range(n_classes) for i in range(plan["multiplier"] * int((labels == c).sum())))
-            while batch := list(itertools.islice(want, 256)):
-                seeds = [derive_seed(p.seed, BRANCH, c, i) for c, i in batch]
-                for (c, i), s, img in zip(batch, seeds, generator.sample_batch([c for c, _ in batch], seeds)):
+            jobs = sampling_jobs([plan["multiplier"] * int((labels == c).sum()) for c in range(n_classes)])
+            # Sampling jobs go to the run's Dask workers where there are some (each loads the checkpoint once); a
+            # diffusion model, and a run without workers, samples here, one job after another.
+            if gp.backend == "diffusers" or not getattr(mapper, "distributed", False):
+                results = (_sample(generator, p.seed, job) for job in jobs)
+            else:
+                results = mapper(sample_job, [(str(tmp / CHECKPOINT), digest, str(dev), torch.get_num_threads(),
+                                               p.seed, job) for job in jobs])
+            progress = Progress(BRANCH, sum(b - a for job in jobs for _, a, b in job))
+            for images_out, pairs, seeds in results:
+                for (c, i), s, img in zip(pairs, seeds, images_out):
                     w.add(img, sample_id=sample_id(c, i), split="train", branch=BRANCH, label=c, parent_ids=[],
                           source=f"generator:{digest[:16]}",
                           op_params=json.dumps({"latent_seed": s, "label": c, **extra}),
                           seed=s, generator_hash=digest)
+                progress.update(len(pairs))
             w.close(frame=False)
             val = raw.manifest[raw.manifest.split == "val"]
             # The scores are estimates: at most QUALITY_SAMPLE evenly spaced images of each set (memory and time

@@ -51,39 +51,84 @@ SCORES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
 SUMMARISED = frozenset({"psnr", "ssim", "label_prob", "semantic_similarity"})
 # the scoring batch: the reference classifier embeds rows [k * CHUNK, (k + 1) * CHUNK) of a branch together
 CHUNK = 1024
+# rows of a scoring job (a shard task on Dask): whole CHUNKs, so the batches are the same however jobs are cut
+JOB_ROWS = 4 * CHUNK
+# the manifest columns a scoring job reads
+JOB_COLUMNS = ["sample_id", "shard", "index", "height", "width", "channels", "label", "soft_label", "parent_ids",
+               "op_params"]
 
 
-def score_branch(branch: str, m: pd.DataFrame, data: StageData, raw: StageData, ref: image_scores.ReferenceClassifier,
-                 raw_train: pd.DataFrame, progress: Progress | None = None) -> pd.DataFrame:
+def score_job(args) -> dict[str, np.ndarray]:
+    """The scores of one job's rows: (branch, root, rows, reference classifier, torch threads) -> psnr, ssim,
+    in_frame, label_prob arrays. A pure function of its arguments (a shard task on Dask; reads the shards from
+    `root`). The thread count is the stage's: a batch's float results may depend on it, and Dask's workers
+    start with one."""
+    import torch
+
+    branch, root, rows, ref, threads = args
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    data = StageData(out_dir(root, branch), manifest=False)
+    raw = StageData.shared(out_dir(root, "ingest"))
+    cols = {k: np.full(len(rows), np.nan) for k in ("psnr", "ssim", "in_frame", "label_prob")}
+    for start in range(0, len(rows), CHUNK):
+        part = rows.iloc[start:start + CHUNK]
+        sl = slice(start, start + len(part))
+        images = data.images(part)
+        cols["label_prob"][sl] = scoring.label_prob(ref.proba(images), targets(part, ref.n_classes).numpy())
+        if branch == "traditional":
+            sources = np.stack(_parent_images(raw, part, 0))
+            applied = [json.loads(q or "{}").get("ops", []) for q in part.op_params]
+            sc = image_scores.traditional_scores(sources, images, applied)
+            for k in ("psnr", "ssim", "in_frame"):
+                cols[k][sl] = sc[k]
+        elif branch == "mix":
+            a, b = (np.stack(_parent_images(raw, part, j)) for j in (0, 1))
+            lam = np.array([json.loads(q)["lam"] for q in part.op_params])
+            sc = image_scores.mix_scores(a, b, images, lam)
+            cols["psnr"][sl], cols["ssim"][sl] = sc["psnr"], sc["ssim"]
+    return cols
+
+
+def _parent_images(raw: StageData, rows: pd.DataFrame, j: int) -> list[np.ndarray]:
+    """The raw images of each row's j-th parent (one indexed read per shard)."""
+    where = raw.lookup([ps[j] for ps in rows.parent_ids], ["sample_id", "shard", "index", "height", "width",
+                                                          "channels"])
+    return raw.images_of(where)
+
+
+def score_branch(branch: str, m: pd.DataFrame, root: Path, ref: image_scores.ReferenceClassifier,
+                 raw_ids: pd.Index, mapper=map, progress: Progress | None = None) -> pd.DataFrame:
     """The branch manifest (or a chunk of it) with the score columns and the derived columns the gate checks.
 
-    raw_train: the raw train rows indexed by sample_id (built once per stage, not per chunk)."""
-    n_classes = ref.n_classes
+    The scores come from jobs of JOB_ROWS rows through `mapper` (in order); raw_ids: the raw train sample ids.
+    Rows whose parents are not raw train samples (a broken manifest) score NaN and fail parents_in_raw."""
+    flat = [pid for ps in m.parent_ids for pid in (ps if ps is not None else [])]
+    known = raw_ids.get_indexer(flat) >= 0
+    counts = [len(ps) if ps is not None else 0 for ps in m.parent_ids]
+    ends = np.cumsum(counts)
+    parents_ok = np.array([bool(known[e - c:e].all()) for c, e in zip(counts, ends)], dtype=bool)
     cols = {k: np.full(len(m), np.nan) for k in SCORES}
-    for start in range(0, len(m), CHUNK):
-        rows = m.iloc[start:start + CHUNK]
-        sl = slice(start, start + len(rows))
-        images = data.images(rows)
-        cols["label_prob"][sl] = scoring.label_prob(ref.proba(images), targets(rows, n_classes).numpy())
-        params = [json.loads(s or "{}") for s in rows.op_params]
-        if branch == "traditional":
-            sources = np.stack([raw.image(raw_train.loc[r[0]]) for r in rows.parent_ids])
-            s = image_scores.traditional_scores(sources, images, [q.get("ops", []) for q in params])
-            for k in ("psnr", "ssim", "in_frame"):
-                cols[k][sl] = s[k]
-        elif branch == "mix":
-            a = np.stack([raw.image(raw_train.loc[r[0]]) for r in rows.parent_ids])
-            b = np.stack([raw.image(raw_train.loc[r[1]]) for r in rows.parent_ids])
-            s = image_scores.mix_scores(a, b, images, np.array([q["lam"] for q in params]))
-            cols["psnr"][sl], cols["ssim"][sl] = s["psnr"], s["ssim"]
+    scorable = m[parents_ok] if branch in ("traditional", "mix") else m
+    import torch
+
+    threads = torch.get_num_threads()
+    jobs = [(branch, root, scorable.iloc[s:s + JOB_ROWS][JOB_COLUMNS], ref, threads)
+            for s in range(0, len(scorable), JOB_ROWS)]
+    where = np.flatnonzero(parents_ok) if branch in ("traditional", "mix") else np.arange(len(m))
+    start = 0
+    for res in mapper(score_job, jobs):
+        n = len(res["label_prob"])
+        for k, v in res.items():
+            cols[k][where[start:start + n]] = v
+        start += n
         if progress:
-            progress.update(len(rows))
+            progress.update(n)
     out = m.copy()
     for k in ("psnr", "ssim", "in_frame", "label_prob"):
         out[k] = cols[k]
     out["soft_label_sum"] = scoring.soft_label_sum(m.soft_label)
-    known = raw_train.index
-    out["parents_in_raw"] = [all(pid in known for pid in (ps if ps is not None else [])) for ps in m.parent_ids]
+    out["parents_in_raw"] = parents_ok
     return out
 
 
@@ -123,7 +168,7 @@ def _scores_json(frame: pd.DataFrame) -> list[str]:
             for i in range(len(frame))]
 
 
-def run(p: Params, root: Path, **_) -> dict:
+def run(p: Params, root: Path, mapper=map, **_) -> dict:
     """Each branch's manifest goes through scoring and its suite in chunks of quality.chunk_rows rows (Arrow
     holds the manifest, checked on read, sample ids unique; pandas, the scores and Great Expectations see one
     chunk at a time); kept and rejected rows are appended to their Parquet files chunk by chunk."""
@@ -143,8 +188,12 @@ def run(p: Params, root: Path, **_) -> dict:
         train = reference_rows(raw_train, p.quality.reference_max_per_class, p.seed)
         log.info("quality: reference classifier on %d raw train images", len(train))
         ref = image_scores.ReferenceClassifier(raw.images(train), train.label.to_numpy(dtype=np.int64), len(names),
-                                               image_size=p.quality.reference_image_size, device=dev)
-    raw_train = raw_train.set_index("sample_id")
+                                               image_size=p.quality.reference_image_size,
+                                               depth=p.quality.reference_depth, device=dev)
+    raw_ids = pd.Index(raw_train.sample_id)
+    # scoring jobs go to the run's Dask workers where there are some; in this process they run one after another
+    # (torch already spreads a job over the cores)
+    jobs_map = mapper if getattr(mapper, "distributed", False) else map
     progress = Progress("quality", sum(sizes.values()))
     summary: dict = {}
 
@@ -153,14 +202,13 @@ def run(p: Params, root: Path, **_) -> dict:
             if not sizes[branch]:
                 summary[branch] = {"in": 0, "kept": 0, "rejected": 0, "pass_rate": None, "checks": {}}
                 continue
-            data = StageData(out_dir(root, branch), manifest=False)
-            table = read_table(data.folder / MANIFEST)
+            table = read_table(out_dir(root, branch) / MANIFEST)
             watch = p.quality.outlier.score.get(branch)
             window = scoring.WindowZ(p.quality.outlier.window_size)
             params, modes = _checks(p, branch, len(names))
             tally = BranchTally(SCORES, sizes[branch])
             for m in table_chunks(table, p.quality.chunk_rows):
-                frame = score_branch(branch, m, data, raw, ref, raw_train, progress)
+                frame = score_branch(branch, m, root, ref, raw_ids, jobs_map, progress)
                 frame["outlier_z"] = window(frame[watch].to_numpy(np.float64)) if watch else np.nan
                 k, r = gate_chunk(branch, frame, checks.BRANCH, params, modes, results, tally, _scores_json)
                 yield k, r

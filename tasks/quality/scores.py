@@ -46,13 +46,38 @@ def aligned_source(source: np.ndarray, applied: list[dict]) -> tuple[np.ndarray,
     return ops.to_uint8(t), (m[0] >= 1.0 - 1e-4).numpy()
 
 
+def aligned_sources(sources: np.ndarray, applied: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
+    """aligned_source for N sources of one shape at once: (N x H x W x C uint8, N x H x W bool), the same bytes.
+
+    Sources that drew the same geometric ops go through each op's batched kernel together, with a plane of
+    ones as an extra channel that becomes the mask (every geometric op treats the channels alike)."""
+    n, h, w, c = sources.shape
+    out, mask = np.array(sources, dtype=np.uint8, copy=True), np.ones((n, h, w), bool)
+    groups: dict[tuple, list[tuple[int, list[dict]]]] = {}
+    for i, a in enumerate(applied):
+        geo = [p for p in a if p["op"] in GEOMETRIC]
+        if geo:
+            groups.setdefault(tuple(p["op"] for p in geo), []).append((i, geo))
+    step = max(1, ops.BATCH_VALUES // (h * w * (c + 1)))
+    for names, members in groups.items():
+        for start in range(0, len(members), step):
+            part = members[start:start + step]
+            idx = [i for i, _ in part]
+            t = torch.cat([ops._to_planes(sources[idx]), torch.ones(len(idx), 1, h, w)], dim=1)
+            for k, name in enumerate(names):
+                op, ps = ops.OPS[name], [geo[k] for _, geo in part]
+                batch_fn = getattr(op, "apply_batch", None)
+                t = batch_fn(t, ps) if batch_fn is not None else torch.stack([op.apply(x, p) for x, p in zip(t, ps)])
+            out[idx] = ops._to_pixels(t[:, :c])
+            mask[idx] = (t[:, c] >= 1.0 - 1e-4).numpy()
+    return out, mask
+
+
 def traditional_scores(sources: np.ndarray, samples: np.ndarray, applied: list[list[dict]]) -> dict[str, np.ndarray]:
     """psnr, ssim (masked, against the aligned source) and in_frame for N traditional samples."""
     if len(samples) == 0:
         return {k: np.zeros(0) for k in ("psnr", "ssim", "in_frame")}
-    pairs = [aligned_source(s, a) for s, a in zip(sources, applied)]
-    ref = np.stack([p[0] for p in pairs])
-    mask = np.stack([p[1] for p in pairs])
+    ref, mask = aligned_sources(np.asarray(sources), applied)
     return {"psnr": imquality.psnr_batch(samples, ref, mask), "ssim": imquality.ssim_batch(samples, ref, mask),
             "in_frame": mask.reshape(len(mask), -1).mean(1)}
 
@@ -69,16 +94,36 @@ def mix_scores(parent_a: np.ndarray, parent_b: np.ndarray, samples: np.ndarray,
     return out
 
 
+_EMBEDDERS: dict = {}  # (image_size, depth, device) -> Embedder: one backbone per process, whatever it scores
+
+
+def _embedder(image_size: int, depth: int | None, device: str):
+    from augdag.features import Embedder
+
+    key = (image_size, depth, device)
+    hit = _EMBEDDERS.get(key)
+    if hit is None:
+        _EMBEDDERS.clear()
+        hit = _EMBEDDERS[key] = Embedder(image_size=image_size, depth=depth, device=device)
+    return hit
+
+
 class ReferenceClassifier:
-    """A linear probe on the pretrained backbone's features, trained on the raw train split."""
+    """A linear probe on the pretrained backbone's features (features.Embedder: `image_size`, `depth`), trained
+    on the raw train split.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, image_size: int = 64,
-                 device="cpu"):
-        from augdag.features import Embedder, LinearProbe
+    It pickles without the backbone (a few KB: the probe and the settings), so a Dask worker that scores a shard
+    gets it cheaply and builds the backbone once per process."""
 
-        self.n_classes = n_classes
-        self.embed = Embedder(image_size=image_size, device=device)
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int, image_size: int = 32,
+                 depth: int | None = 6, device="cpu"):
+        from augdag.features import LinearProbe
+
+        self.n_classes, self.image_size, self.depth, self.device = n_classes, image_size, depth, str(device)
         self.probe = LinearProbe(n_classes).fit(self.embed(images), labels)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return _embedder(self.image_size, self.depth, self.device)(images)
 
     def proba(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
