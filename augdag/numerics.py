@@ -20,8 +20,9 @@ PINS = {
     "OPENBLAS_CORETYPE": "Haswell",  # the OpenBLAS of numpy and scipy
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's SIMD dispatch above AVX2
     "NUMBA_CPU_NAME": "haswell",  # numba's JIT target (the ops' and the gate's kernels)
+    "OPENCV_CPU_DISABLE": "AVX512F,AVX512-SKX",  # OpenCV's dispatched kernels (the traditional branch's warp)
 }
-_LIBRARIES = ("torch", "numpy", "numba", "scipy")
+_LIBRARIES = ("torch", "numpy", "numba", "scipy", "cv2")
 _state: dict = {"pinned": False, "late": []}
 
 

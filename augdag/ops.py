@@ -5,6 +5,12 @@ plain JSON-able dict; `apply(img, params)` is a pure function of the image and t
 manifest records the params, so any sample can be replayed, and its params re-drawn from its seed
 and compared. Each op draws from its own sub-generator, so changing one op's settings leaves the
 draws of the others unchanged.
+
+Geometry is resampled once per sample: the geometric ops a sample drew (flips, rotation, crop, affine) are
+composed into one affine map and applied with OpenCV's uint8 bilinear warp (what Albumentations uses), then the
+photometric ops run on the result. Records made that way say so (`"geometry": "composed"` beside the ops in
+the manifest's op_params) and replay the same way; a record without it (made before 2026-12-07) replays
+through the per-op kernels below, one resampling per op, which the stage used before.
 """
 
 from __future__ import annotations
@@ -406,6 +412,86 @@ OPS = {
     "random_erasing": RandomErasing(),
 }
 assert list(OPS) == list(OpsParams.model_fields), "OPS and OpsParams must list the same ops in order"
+GEOMETRIC = frozenset({"hflip", "vflip", "rotation", "resized_crop", "affine"})
+COMPOSED = "composed"  # op_params["geometry"] of a sample whose geometric ops were applied as one warp
+
+
+def _compose(m: tuple, o: tuple) -> tuple:
+    """m @ o for affine maps given as their top two rows (a, b, c, d, e, f), in plain float64 arithmetic in the
+    written order (no BLAS: the same bits on every CPU)."""
+    a, b, c, d, e, f = m
+    p, q, r, s, t, u = o
+    return (a * p + b * s, a * q + b * t, (a * r + b * u) + c, d * p + e * s, d * q + e * t, (d * r + e * u) + f)
+
+
+def _op_inverse(p: dict, h: int, w: int) -> tuple:
+    """The map from an op's output pixel to its input pixel, origin at the image centre (torchvision's
+    convention for rotate and affine), as the top two rows of its 3x3 matrix."""
+    op = p["op"]
+    if op == "hflip":
+        return (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    if op == "vflip":
+        return (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    if op == "rotation":
+        m = _tvg._get_inverse_affine_matrix([0.0, 0.0], -(p["angle"] % 360), [0.0, 0.0], 1.0, [0.0, 0.0])
+    elif op == "affine":
+        angle, translate, shear, _ = _tvg._affine_parse_args(0.0, [p["tx"], p["ty"]], p["scale"], [0.0, 0.0],
+                                                             BILINEAR, None)
+        m = _tvg._get_inverse_affine_matrix([0.0, 0.0], angle, [float(v) for v in translate], p["scale"], shear)
+    elif op == "resized_crop":  # the box stretched to the frame: x_in = left + (x_out + 0.5) * width / w - 0.5
+        sx, sy = p["width"] / w, p["height"] / h
+        m = [sx, 0.0, p["left"] + (p["width"] - w) / 2.0, 0.0, sy, p["top"] + (p["height"] - h) / 2.0]
+    else:
+        raise ValueError(f"{op!r} is not a geometric op")
+    return (float(m[0]), float(m[1]), float(m[2]), float(m[3]), float(m[4]), float(m[5]))
+
+
+def geometry_matrix(applied: list[dict], h: int, w: int) -> np.ndarray | None:
+    """The 2x3 map from output to source pixel (OpenCV's coordinates: pixel (0, 0)'s centre at the origin) of the
+    record's geometric ops composed in order; None when it has none. Op k's output is op k+1's input, so the map
+    from the last output back to the source is M_1 M_2 ... M_k."""
+    geo = [p for p in applied if p["op"] in GEOMETRIC]
+    if not geo:
+        return None
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    m = (1.0, 0.0, cx, 0.0, 1.0, cy)  # centred -> OpenCV coordinates, on the source side
+    for p in geo:
+        m = _compose(m, _op_inverse(p, h, w))
+    m = _compose(m, (1.0, 0.0, -cx, 0.0, 1.0, -cy))
+    return np.array(m, dtype=np.float64).reshape(2, 3)
+
+
+def _cv2():
+    """OpenCV, with its own thread pool off: the stage spreads samples over its workers, and a parallel region per
+    small image costs more than the warp."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    return cv2
+
+
+def warp_u8(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """HxWxC uint8 through the 2x3 output->source map: OpenCV's bilinear uint8 warp, zero outside the frame
+    (pixels that draw partly from outside fade to black, as torchvision's fill does)."""
+    h, w, c = image.shape
+    a, b, x0, d, e, y0 = (float(v) for v in np.asarray(matrix).ravel())
+    if b == 0.0 and d == 0.0 and a in (1.0, -1.0) and e in (1.0, -1.0) and x0 == (0.0 if a > 0 else w - 1.0) \
+            and y0 == (0.0 if e > 0 else h - 1.0):  # flips only: the warp would copy pixels; so does slicing
+        return np.ascontiguousarray(image[::1 if e > 0 else -1, ::1 if a > 0 else -1])
+    cv2 = _cv2()
+    out = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+    return out.reshape(h, w, c)
+
+
+def frame_mask(matrix: np.ndarray | None, h: int, w: int) -> np.ndarray:
+    """HxW bool: the output pixels whose every bilinear tap lies inside the source's frame (a full plane warped
+    by the same map stays full there)."""
+    if matrix is None:
+        return np.ones((h, w), bool)
+    return warp_u8(np.full((h, w, 1), 255, np.uint8), matrix)[..., 0] == 255
 
 
 def make_params(ops: OpsParams, sample_seed: int, h: int, w: int) -> list[dict]:
@@ -436,12 +522,26 @@ def make_params_batch(ops: OpsParams, sample_seeds: list[int], h: int, w: int) -
     return applied
 
 
-def apply(image: np.ndarray, applied: list[dict]) -> np.ndarray:
-    """Apply recorded op params to one HxWxC uint8 image; pure and deterministic."""
-    t = to_tensor(image)
+def _check_ops(applied: list[dict]) -> None:
     for p in applied:
         if p["op"] not in OPS:
             raise ValueError(f"unknown op {p['op']!r}; known ops: {', '.join(OPS)}")
+
+
+def apply(image: np.ndarray, applied: list[dict], composed: bool = False) -> np.ndarray:
+    """Apply recorded op params to one HxWxC uint8 image; pure and deterministic.
+
+    composed: the geometric ops as one warp (geometry_matrix, warp_u8), then the photometric ops (the stage's
+    way since 2026-12-07); else every op in turn, each geometric one resampling the image."""
+    _check_ops(applied)
+    if composed:
+        m = geometry_matrix(applied, *image.shape[:2])
+        image = image if m is None else warp_u8(image, m)
+        applied = [p for p in applied if p["op"] not in GEOMETRIC]
+        if not applied:
+            return np.array(image, dtype=np.uint8, copy=True)
+    t = to_tensor(image)
+    for p in applied:
         t = OPS[p["op"]].apply(t, p)
     return to_uint8(t)
 
@@ -450,8 +550,10 @@ _ORDER = {name: i for i, name in enumerate(OPS)}
 BATCH_VALUES = 1 << 20  # float32 values per batch (4 MiB): all of a 28x28 chunk, 6 images at 224x224x3; cache-sized
 
 
-def apply_batch(images: np.ndarray, applied: list[list[dict]]) -> np.ndarray:
+def apply_batch(images: np.ndarray, applied: list[list[dict]], composed: bool = False) -> np.ndarray:
     """apply() over N images of one shape (NxHxWxC uint8), with the same bytes as apply() on each.
+
+    composed: each image's geometric ops as one warp (OpenCV, per image), then the photometric ops in batches.
 
     Images that drew the same ops form batches (of at most BATCH_VALUES floats); each op then runs over the whole
     batch in the order of `OPS`, which is the order make_params records: once where it has a batched kernel, else
@@ -462,9 +564,20 @@ def apply_batch(images: np.ndarray, applied: list[list[dict]]) -> np.ndarray:
     if len(images) == 0:
         return np.asarray(images, dtype=np.uint8)
     for a in applied:
-        for p in a:
-            if p["op"] not in OPS:
-                raise ValueError(f"unknown op {p['op']!r}; known ops: {', '.join(OPS)}")
+        _check_ops(a)
+    if composed:
+        h, w = images.shape[1:3]
+        out = np.array(images, dtype=np.uint8, copy=True)
+        photometric = []
+        for i, a in enumerate(applied):
+            m = geometry_matrix(a, h, w)
+            if m is not None:
+                out[i] = warp_u8(images[i], m)
+            photometric.append([p for p in a if p["op"] not in GEOMETRIC])
+        todo = [i for i, a in enumerate(photometric) if a]
+        if todo:
+            out[todo] = apply_batch(out[todo], [photometric[i] for i in todo])
+        return out
     out = np.empty_like(images)
     alone = [i for i, a in enumerate(applied) if [_ORDER[p["op"]] for p in a] != sorted({_ORDER[p["op"]] for p in a})]
     for i in alone:

@@ -70,13 +70,27 @@ def test_aligned_sources_in_a_batch_equal_one_at_a_time():
         applied = [ops.make_params(ops_cfg, 1000 * c + i, 20, 24) for i in range(40)]
         applied[0] = [{"op": "rotation", "angle": 90.0}]
         applied[1] = []
-        got, mask = image_scores.aligned_sources(src, applied)
+        composed = [i % 2 == 0 for i in range(40)]  # records of both kinds (one warp, one per op) in a chunk
+        got, mask = image_scores.aligned_sources(src, applied, composed)
         assert len({tuple(p["op"] for p in a) for a in applied}) > 5, "several op groups"
         for i in range(40):
-            one, m = image_scores.aligned_source(src[i], applied[i])
+            one, m = image_scores.aligned_source(src[i], applied[i], composed[i])
             np.testing.assert_array_equal(got[i], one)
             np.testing.assert_array_equal(mask[i], m)
         assert mask[1].all() and not mask.all()
+
+
+def test_a_sample_made_with_one_warp_is_judged_against_that_warp():
+    """The stage's samples (composed geometry) align with their source through the same warp: an intact rotated
+    and scaled sample scores as identical; the same record judged as one resampling per op would not."""
+    src = _shirt(4)
+    applied = [{"op": "hflip"}, {"op": "rotation", "angle": -11.0}, {"op": "affine", "tx": 1, "ty": 2, "scale": 1.08}]
+    sample = ops.apply(src, applied, composed=True)
+    s = image_scores.traditional_scores(src[None], sample[None], [applied], [True])
+    assert s["psnr"][0] == 100.0 and s["ssim"][0] == pytest.approx(1.0)
+    assert 0.6 < s["in_frame"][0] < 1.0
+    old = image_scores.traditional_scores(src[None], sample[None], [applied], [False])
+    assert old["psnr"][0] < 40
 
 
 def test_reference_classifier_pickles_without_its_backbone():

@@ -87,3 +87,13 @@ def test_pin_from_params_reads_the_switch_without_loading_torch(tmp_path):
         (tmp_path / "params.yaml").write_text(text)
         res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
         assert res.stdout.strip() == want, (text, res.stderr)
+
+
+def test_the_pin_turns_off_opencvs_avx512_kernels():
+    """OpenCV picks its warp kernels by the CPU too (the traditional branch's one warp per sample); pinned, the
+    AVX-512 ones are off and the AVX2 ones stay (the project's CPUs are x86-64-v3: AVX2 everywhere)."""
+    code = "import cv2; print(*(cv2.checkHardwareSupport(f) for f in (13, 256, 11)))  # AVX512F, AVX512-SKX, AVX2"
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PINS}
+    res = subprocess.run([sys.executable, "-c", code], env={**env, **numerics.PINS}, capture_output=True, text=True)
+    assert res.stdout.split() == ["False", "False", "True"], res.stderr
+    assert "unknown CPU feature" not in res.stderr, res.stderr

@@ -237,3 +237,82 @@ def test_apply_batch_from_concurrent_threads_gives_the_same_bytes():
         together = list(pool.map(lambda i: ops.apply_batch(images[i::4], applied[i::4]), range(4)))
     for x, y in zip(alone, together):
         np.testing.assert_array_equal(x, y)
+
+
+# --- one warp per sample (composed geometry, OpenCV) -----------------------------------------------------------
+
+def _smooth(c=1, h=40, w=48):
+    """A smooth image: bilinear resampling of it differs little from the exact transform."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = 128 + 90 * np.sin(xx / 6.0)[..., None] * np.cos(yy / 7.0)[..., None] * np.ones(c)
+    return a.round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("record", [
+    [{"op": "rotation", "angle": 12.5}],
+    [{"op": "affine", "tx": 3, "ty": -2, "scale": 1.07}],
+    [{"op": "resized_crop", "top": 4, "left": 6, "height": 34, "width": 38}],
+    [{"op": "rotation", "angle": -7.0}, {"op": "affine", "tx": -1, "ty": 2, "scale": 0.93}],
+    [{"op": "hflip"}, {"op": "vflip"}, {"op": "rotation", "angle": 5.0}, {"op": "affine", "tx": 2, "ty": 0,
+                                                                          "scale": 1.0}],
+])
+def test_one_warp_is_the_ops_in_turn_without_the_extra_resampling(record):
+    """The composed map is the per-op kernels' geometry: where both show the source (the ops in turn also lose
+    what an earlier op filled), the one warp and the ops in turn (torchvision's formulas, one resampling each)
+    differ by interpolation only."""
+    from augdag.tasks.quality.scores import aligned_source
+
+    img = _smooth(3)
+    one = ops.apply(img, record, composed=True).astype(int)
+    turn = ops.apply(img, record).astype(int)
+    m = ops.geometry_matrix(record, *img.shape[:2])
+    inside = ops.frame_mask(m, *img.shape[:2]) & aligned_source(img, record)[1]
+    inside[:2], inside[-2:], inside[:, :2], inside[:, -2:] = False, False, False, False
+    assert inside.mean() > 0.5
+    diff = np.abs(one - turn)[inside]
+    assert diff.max() <= 6 and diff.mean() < 1.0, (diff.max(), diff.mean())
+
+
+def test_exact_geometry_stays_exact_and_the_frame_mask_marks_the_fill():
+    img = image(3, h=20, w=24)
+    for record, want in (([{"op": "hflip"}], img[:, ::-1]), ([{"op": "vflip"}], img[::-1]),
+                         ([{"op": "hflip"}, {"op": "vflip"}], img[::-1, ::-1]), ([], img),
+                         ([{"op": "rotation", "angle": 180.0}], img[::-1, ::-1])):
+        np.testing.assert_array_equal(ops.apply(img, record, composed=True), want)
+        assert ops.frame_mask(ops.geometry_matrix(record, 20, 24), 20, 24).all()
+    sq = image(1, h=21, w=21)
+    np.testing.assert_array_equal(ops.apply(sq, [{"op": "rotation", "angle": 90.0}], composed=True),
+                                  np.rot90(sq, 1))
+    m = ops.geometry_matrix([{"op": "rotation", "angle": 30.0}], 20, 24)
+    mask = ops.frame_mask(m, 20, 24)
+    assert mask[10, 12] and not mask[0, 0] and not mask[19, 23]
+    assert ops.geometry_matrix([{"op": "color_jitter", "brightness": 1.0, "contrast": 1.0, "saturation": 1.0}],
+                               20, 24) is None
+
+
+@pytest.mark.parametrize("size,channels,n", [(28, 1, 300), (33, 3, 60), (224, 3, 6)])
+def test_composed_batch_gives_the_bytes_of_composed_apply(size, channels, n):
+    cfg = OpsParams(**{name: {"p": 0.5} for name in OpsParams.model_fields})
+    g = np.random.default_rng(size)
+    images = (g.random((n, size, size, channels)) * 255).astype(np.uint8)
+    applied = [ops.make_params(cfg, derive_seed(3, "c", i), size, size) for i in range(n)]
+    batched = ops.apply_batch(images, applied, composed=True)
+    np.testing.assert_array_equal(batched, np.stack([ops.apply(i, a, composed=True) for i, a in zip(images, applied)]))
+    assert not np.array_equal(batched, ops.apply_batch(images, applied)), "one warp is not the ops in turn"
+
+
+def test_one_warp_keeps_a_sample_sharper_than_one_per_op():
+    """Two resamplings blur more than one: against the exact transform of a smooth image, the composed warp's
+    error is the smaller."""
+    img = _smooth(1, 64, 64)
+    record = [{"op": "rotation", "angle": 11.0}, {"op": "resized_crop", "top": 5, "left": 3, "height": 55,
+                                                  "width": 57}, {"op": "affine", "tx": 2, "ty": -3, "scale": 0.95}]
+    m = ops.geometry_matrix(record, 64, 64)
+    yy, xx = np.mgrid[0:64, 0:64].astype(float)
+    sx, sy = m[0, 0] * xx + m[0, 1] * yy + m[0, 2], m[1, 0] * xx + m[1, 1] * yy + m[1, 2]
+    exact = 128 + 90 * np.sin(sx / 6.0) * np.cos(sy / 7.0)
+    inside = ops.frame_mask(m, 64, 64)
+    inside[:3], inside[-3:], inside[:, :3], inside[:, -3:] = False, False, False, False
+    err_one = np.abs(ops.apply(img, record, composed=True)[..., 0] - exact)[inside].mean()
+    err_turn = np.abs(ops.apply(img, record)[..., 0] - exact)[inside].mean()
+    assert err_one < err_turn, (err_one, err_turn)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augdag import checks, device, gx, scoring
+from augdag import checks, device, gx, ops, scoring
 from augdag.errors import ParamsError
 from augdag.layout import classes
 from augdag.log import Progress, logger
@@ -78,8 +78,9 @@ def score_job(args) -> dict[str, np.ndarray]:
         cols["label_prob"][sl] = scoring.label_prob(ref.proba(images), targets(part, ref.n_classes).numpy())
         if branch == "traditional":
             sources = np.stack(_parent_images(raw, part, 0))
-            applied = [json.loads(q or "{}").get("ops", []) for q in part.op_params]
-            sc = image_scores.traditional_scores(sources, images, applied)
+            records = [json.loads(q or "{}") for q in part.op_params]
+            sc = image_scores.traditional_scores(sources, images, [r.get("ops", []) for r in records],
+                                                 [r.get("geometry") == ops.COMPOSED for r in records])
             for k in ("psnr", "ssim", "in_frame"):
                 cols[k][sl] = sc[k]
         elif branch == "mix":

@@ -28,17 +28,20 @@ import torch
 
 from augdag import imquality, ops
 
-GEOMETRIC = frozenset({"hflip", "vflip", "rotation", "resized_crop", "affine"})
+GEOMETRIC = ops.GEOMETRIC
 PHOTOMETRIC = frozenset(ops.OPS) - GEOMETRIC
 
 
-def aligned_source(source: np.ndarray, applied: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def aligned_source(source: np.ndarray, applied: list[dict], composed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(the source warped by the recorded geometric ops only, HxW bool mask of pixels that lie
-    wholly inside the source's frame)."""
+    wholly inside the source's frame). composed: the ops as the one warp the stage applied (augdag.ops)."""
     geo = [p for p in applied if p["op"] in GEOMETRIC]
     h, w = source.shape[:2]
     if not geo:
         return source, np.ones((h, w), bool)
+    if composed:
+        m = ops.geometry_matrix(geo, h, w)
+        return ops.warp_u8(source, m), ops.frame_mask(m, h, w)
     t, m = ops.to_tensor(source), torch.ones(1, h, w)
     for p in geo:
         t = ops.OPS[p["op"]].apply(t, p)
@@ -46,17 +49,22 @@ def aligned_source(source: np.ndarray, applied: list[dict]) -> tuple[np.ndarray,
     return ops.to_uint8(t), (m[0] >= 1.0 - 1e-4).numpy()
 
 
-def aligned_sources(sources: np.ndarray, applied: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
+def aligned_sources(sources: np.ndarray, applied: list[list[dict]],
+                    composed: list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """aligned_source for N sources of one shape at once: (N x H x W x C uint8, N x H x W bool), the same bytes.
 
-    Sources that drew the same geometric ops go through each op's batched kernel together, with a plane of
-    ones as an extra channel that becomes the mask (every geometric op treats the channels alike)."""
+    composed[i]: row i's geometry was one warp (its record says so); those are warped one by one (OpenCV). The
+    others, grouped by the geometric ops they drew, go through each op's batched kernel together, with a plane
+    of ones as an extra channel that becomes the mask (every geometric op treats the channels alike)."""
     n, h, w, c = sources.shape
     out, mask = np.array(sources, dtype=np.uint8, copy=True), np.ones((n, h, w), bool)
     groups: dict[tuple, list[tuple[int, list[dict]]]] = {}
     for i, a in enumerate(applied):
         geo = [p for p in a if p["op"] in GEOMETRIC]
-        if geo:
+        if geo and composed is not None and composed[i]:
+            m = ops.geometry_matrix(geo, h, w)
+            out[i], mask[i] = ops.warp_u8(sources[i], m), ops.frame_mask(m, h, w)
+        elif geo:
             groups.setdefault(tuple(p["op"] for p in geo), []).append((i, geo))
     step = max(1, ops.BATCH_VALUES // (h * w * (c + 1)))
     for names, members in groups.items():
@@ -73,11 +81,13 @@ def aligned_sources(sources: np.ndarray, applied: list[list[dict]]) -> tuple[np.
     return out, mask
 
 
-def traditional_scores(sources: np.ndarray, samples: np.ndarray, applied: list[list[dict]]) -> dict[str, np.ndarray]:
-    """psnr, ssim (masked, against the aligned source) and in_frame for N traditional samples."""
+def traditional_scores(sources: np.ndarray, samples: np.ndarray, applied: list[list[dict]],
+                       composed: list[bool] | None = None) -> dict[str, np.ndarray]:
+    """psnr, ssim (masked, against the aligned source) and in_frame for N traditional samples (composed: as in
+    aligned_sources)."""
     if len(samples) == 0:
         return {k: np.zeros(0) for k in ("psnr", "ssim", "in_frame")}
-    ref, mask = aligned_sources(np.asarray(sources), applied)
+    ref, mask = aligned_sources(np.asarray(sources), applied, composed)
     return {"psnr": imquality.psnr_batch(samples, ref, mask), "ssim": imquality.ssim_batch(samples, ref, mask),
             "in_frame": mask.reshape(len(mask), -1).mean(1)}
 

@@ -1,7 +1,8 @@
 """Traditional branch: flips, rotation, crops, affine, colour jitter, blur, noise, erasing.
 
 Each variant's op params are drawn from seed(global seed, 'traditional', parent id, k) and recorded,
-so the variant can be replayed exactly.
+so the variant can be replayed exactly. The geometric ops a variant drew are applied as one warp
+(augdag.ops: `"geometry": "composed"` in its op_params).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def make_variant(p: Params, parent_id: str, k: int, image):
     sample_seed = derive_seed(p.seed, BRANCH, parent_id, k)
     h, w = image.shape[:2]
     applied = ops.make_params(p.traditional.ops, sample_seed, h, w)
-    return ops.apply(image, applied), sample_seed, applied
+    return ops.apply(image, applied, composed=True), sample_seed, applied
 
 
 def _chunk(args):
@@ -51,10 +52,12 @@ def _chunk(args):
             applied[i] = a
     out_images: list = [None] * len(items)
     for idx in by_shape.values():
-        for i, img in zip(idx, ops.apply_batch(np.stack([images[i] for i in idx]), [applied[i] for i in idx])):
+        for i, img in zip(idx, ops.apply_batch(np.stack([images[i] for i in idx]), [applied[i] for i in idx],
+                                                      composed=True)):
             out_images[i] = img
     return [(img, dict(sample_id=variant_id(pid, k), split="train", branch=BRANCH, label=int(label),
-                       parent_ids=[pid], source=source, op_params=json.dumps({"ops": a}), seed=s))
+                       parent_ids=[pid], source=source,
+                       op_params=json.dumps({"ops": a, "geometry": ops.COMPOSED}), seed=s))
             for img, (pid, k), label, source, a, s in zip(out_images, items, rows["label"], rows["source"], applied,
                                                          seeds)]
 
@@ -72,7 +75,8 @@ def replay(root: Path, r: dict, params: Params | None = None) -> dict:
     _, parent = find(root, parent_id)
     image = StageData(out_dir(root, "ingest")).image(parent)
     applied = r["op_params"]["ops"]
-    out = {"replayed_hash": content_hash(ops.apply(image, applied))}
+    composed = r["op_params"].get("geometry") == ops.COMPOSED  # records from before 2026-12-07: one warp per op
+    out = {"replayed_hash": content_hash(ops.apply(image, applied, composed=composed))}
     if params is not None:
         redrawn = ops.make_params(params.traditional.ops, int(r["seed"]), *image.shape[:2])
         out["params_redrawn_match"] = redrawn == applied
