@@ -471,19 +471,22 @@ def _cv2():
     return cv2
 
 
-def warp_u8(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def warp_u8(image: np.ndarray, matrix: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """HxWxC uint8 through the 2x3 output->source map: OpenCV's bilinear uint8 warp, zero outside the frame
-    (pixels that draw partly from outside fade to black, as torchvision's fill does)."""
+    (pixels that draw partly from outside fade to black, as torchvision's fill does); into `out` if given (a
+    C-contiguous HxWxC uint8 array)."""
     h, w, c = image.shape
+    if out is None:
+        out = np.empty((h, w, c), np.uint8)
     a, b, x0, d, e, y0 = (float(v) for v in np.asarray(matrix).ravel())
     if b == 0.0 and d == 0.0 and a in (1.0, -1.0) and e in (1.0, -1.0) and x0 == (0.0 if a > 0 else w - 1.0) \
             and y0 == (0.0 if e > 0 else h - 1.0):  # flips only: the warp would copy pixels; so does slicing
-        return np.ascontiguousarray(image[::1 if e > 0 else -1, ::1 if a > 0 else -1])
+        out[...] = image[::1 if e > 0 else -1, ::1 if a > 0 else -1]
+        return out
     cv2 = _cv2()
-    out = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h),
-                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0)
-    return out.reshape(h, w, c)
+    cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), dst=out.reshape(h, w) if c == 1 else out,
+                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
 
 
 def frame_mask(matrix: np.ndarray | None, h: int, w: int) -> np.ndarray:
@@ -565,37 +568,50 @@ def apply_batch(images: np.ndarray, applied: list[list[dict]], composed: bool = 
         return np.asarray(images, dtype=np.uint8)
     for a in applied:
         _check_ops(a)
-    if composed:
+    if composed:  # each image warped straight into the output, then the photometric ops there, in batches
         h, w = images.shape[1:3]
-        out = np.array(images, dtype=np.uint8, copy=True)
-        photometric = []
+        out = np.empty(images.shape, np.uint8)
+        photometric = {}
         for i, a in enumerate(applied):
             m = geometry_matrix(a, h, w)
-            if m is not None:
-                out[i] = warp_u8(images[i], m)
-            photometric.append([p for p in a if p["op"] not in GEOMETRIC])
-        todo = [i for i, a in enumerate(photometric) if a]
-        if todo:
-            out[todo] = apply_batch(out[todo], [photometric[i] for i in todo])
+            if m is None:
+                out[i] = images[i]
+            else:
+                warp_u8(images[i], m, out=out[i])
+            ph = [p for p in a if p["op"] not in GEOMETRIC]
+            if ph:
+                photometric[i] = ph
+        _apply_in_place(out, photometric)
         return out
     out = np.empty_like(images)
-    alone = [i for i, a in enumerate(applied) if [_ORDER[p["op"]] for p in a] != sorted({_ORDER[p["op"]] for p in a})]
-    for i in alone:
-        out[i] = apply(images[i], applied[i])
-    # Images that drew the same ops go through together, so every op runs on its whole batch: gathering and
-    # scattering the rows that drew an op cost as much as the colour jitter at 224x224x3.
+    out[...] = images
+    _apply_in_place(out, dict(enumerate(applied)))
+    return out
+
+
+def _apply_in_place(out: np.ndarray, applied: dict[int, list[dict]]) -> None:
+    """out[i] = apply(out[i], applied[i]) for each i in `applied` (per op, geometry included).
+
+    Images that drew the same ops go through together, so every op runs on its whole batch: gathering and
+    scattering the rows that drew an op cost as much as the colour jitter at 224x224x3. A record that is not in
+    the order of OPS or repeats an op (hand-written) goes through apply() alone."""
     groups: dict[tuple, list[int]] = {}
-    for i in sorted(set(range(len(images))) - set(alone)):
-        groups.setdefault(tuple(p["op"] for p in applied[i]), []).append(i)
-    step = max(1, BATCH_VALUES // max(1, images[0].size))
+    for i, a in applied.items():
+        if not a:
+            continue
+        if [_ORDER[p["op"]] for p in a] != sorted({_ORDER[p["op"]] for p in a}):
+            out[i] = apply(out[i], a)
+        else:
+            groups.setdefault(tuple(p["op"] for p in a), []).append(i)
+    step = max(1, BATCH_VALUES // max(1, out[0].size)) if len(out) else 1
     for names, members in groups.items():
+        members.sort()
         for start in range(0, len(members), step):
             batched = members[start:start + step]
-            t = _to_planes(images[batched])
+            t = _to_planes(out[batched])
             for k, name in enumerate(names):
                 op, ps = OPS[name], [applied[i][k] for i in batched]
                 batch_fn = getattr(op, "apply_batch", None)
                 t = (batch_fn(t, ps) if batch_fn is not None
                      else torch.stack([op.apply(img, p) for img, p in zip(t, ps)]))
             out[batched] = _to_pixels(t)
-    return out

@@ -38,6 +38,8 @@ def rows(root: Path, stage: str) -> int | None:
         return None
     if stage == "quality":
         return sum(s[b]["in"] for b in ("traditional", "mix", "generative"))
+    if stage == "merge":  # per source: {"samples": n, "mass": w}
+        return sum(v["samples"] for v in s.values() if isinstance(v, dict) and "samples" in v)
     for key in ("samples", "rows", "train"):
         if isinstance(s.get(key), int):
             return s[key]

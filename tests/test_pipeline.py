@@ -274,8 +274,10 @@ def test_dask_runner_gives_the_local_runners_bytes(flow_project, tmp_path_factor
             return await client.read_task_runs()
 
     runs = [r for r in asyncio.run(task_runs()) if "-shard-" in r.name]
-    # 20 traditional and 20 mix samples in chunks of 4: five shard tasks each, all completed.
+    # 20 traditional and 20 mix samples in chunks of 4: five shard tasks each; the generator's sampling and the
+    # gate's scoring ran as shard tasks too (one each at this size); all completed.
     assert {f"{br}-shard-{i:04d}" for br in ("traditional", "mix") for i in range(5)} <= {r.name for r in runs}
+    assert {"generative-shard-0000", "quality-shard-0000"} <= {r.name for r in runs}
     assert all(r.state.is_completed() for r in runs)
 
     # The outputs go to a DVC remote and come back from it byte for byte (README's remote commands).
