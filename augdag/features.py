@@ -14,7 +14,6 @@ from scipy import linalg
 
 from augdag.models import build_model, preprocess
 
-
 STAGE_CHANNELS = (16, 24, 40, 80, 112, 192, 320)  # EfficientNet-Lite0's seven block stages
 STAGES = len(STAGE_CHANNELS)
 

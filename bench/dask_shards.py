@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import cloudpickle
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import cloudpickle
 from _util import REPO, machine_line, make_project
 
 STAGES = ["traditional", "mix", "generative", "quality"]
