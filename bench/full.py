@@ -7,7 +7,7 @@ runs it, `augdag stage NAME` (with dvc.yaml's `--workers 2` for the traditional 
 after another; per stage the wall seconds, the rows it wrote, and its peak RSS (the kernel's ru_maxrss of that
 process, from os.wait4) are printed, then the totals. A stage that fails stops the run with its log's tail.
 
-    .venv/bin/python bench/full.py                                      # about half an hour on 2 cores
+    .venv/bin/python bench/full.py                                      # about 16 minutes on 2 cores
     .venv/bin/python bench/full.py --n-per-class 100 --multiplier 2     # a quick look
 """
 
