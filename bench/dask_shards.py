@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import cloudpickle
-from _util import REPO, machine_line, make_project
+from _util import machine_line, make_project
 
 STAGES = ["traditional", "mix", "generative", "quality"]
 
@@ -141,5 +141,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     sys.exit(main())

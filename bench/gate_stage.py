@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import REPO, machine_line, make_project, median, sh
+from _util import machine_line, make_project, median, sh
 
 PINNED = ["ingest.n_val_per_class=0", "strategy.traditional.enabled=true", "strategy.mix.enabled=true",
           "strategy.generative.enabled=false"]
@@ -109,5 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     sys.exit(main())

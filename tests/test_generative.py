@@ -315,15 +315,21 @@ def test_config_unknown_key_and_frozen():
         GeneratorConfig().steps = 3
 
 
-@pytest.mark.slow
-def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
+def _generative_run(root, multiplier: int, steps: int):
+    """ingest, strategy and generative on 2 images per class with a tiny generator; the params used."""
     p = parse_params({
         "ingest": {"n_per_class": 2, "n_val_per_class": 2, "n_test_per_class": 1},
-        "strategy": {"traditional": {"enabled": False}, "generative": {"enabled": True, "multiplier": 2}},
-        "generative": {"model": {"steps": 10, "batch_size": 8, "width": 8, "latent_dim": 4}},
+        "strategy": {"traditional": {"enabled": False}, "generative": {"enabled": True, "multiplier": multiplier}},
+        "generative": {"model": {"steps": steps, "batch_size": 8, "width": 8, "latent_dim": 4}},
     })
     for stage in ["ingest", "strategy", "generative"]:
-        run_stage(stage, p, tmp_path)
+        run_stage(stage, p, root)
+    return p
+
+
+@pytest.mark.slow
+def test_generative_stage_lineage_replay_and_metrics(tmp_path, trained):
+    p = _generative_run(tmp_path, multiplier=2, steps=10)
     m = read_manifest(tmp_path / "data" / "generative")
     assert len(m) == 40 and (m.groupby("label").size() == 4).all()
     assert m.generator_hash.nunique() == 1 and all(len(x) == 0 for x in m.parent_ids)
@@ -359,13 +365,7 @@ def test_generative_sampling_jobs_on_workers_give_the_same_bytes(tmp_path, monke
 
     from augdag.tasks import generative
 
-    p = parse_params({
-        "ingest": {"n_per_class": 2, "n_val_per_class": 2, "n_test_per_class": 1},
-        "strategy": {"traditional": {"enabled": False}, "generative": {"enabled": True, "multiplier": 3}},
-        "generative": {"model": {"steps": 5, "batch_size": 8, "width": 8, "latent_dim": 4}},
-    })
-    for stage in ["ingest", "strategy", "generative"]:
-        run_stage(stage, p, tmp_path)
+    p = _generative_run(tmp_path, multiplier=3, steps=5)
     out = tmp_path / "data" / "generative"
     before = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
     monkeypatch.setattr(generative, "JOB_SAMPLES", 7)
