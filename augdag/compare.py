@@ -34,12 +34,13 @@ NOGATE = {"quality": {"modes": {c: "off" for c in OFF}}}
 GATED = {"quality": {"modes": {c: "filter" for c in OFF}}}
 
 
-def _branches(traditional: int = 0, mix: int = 0, generative: int = 0) -> dict:
+def _branches(traditional: int = 0, mix: int = 0, generative: int = 0, crossdomain: int = 0) -> dict:
     """Every branch pinned: on with that multiplier, or off. Online augmentation pinned off too, so a
     strategy means the same thing whatever params.yaml turns on (with params.yaml's defaults the pinned
     values are the defaults, so this resolves exactly as bench/seeds.py's shorter overrides did)."""
     plan = {name: ({"enabled": True, "multiplier": m} if m else {"enabled": False, "multiplier": 1})
-            for name, m in (("traditional", traditional), ("mix", mix), ("generative", generative))}
+            for name, m in (("traditional", traditional), ("mix", mix), ("generative", generative),
+                            ("crossdomain", crossdomain))}
     return deep_merge(GATED, {"strategy": plan,
                               "finetune": {"online_mix": {"enabled": False}, "online_augment": "none"}})
 
@@ -60,6 +61,9 @@ STRATEGIES: dict[str, dict] = {
     "cutmix_online": deep_merge(_branches(), {"finetune": {"online_mix": {"enabled": True, "mode": "cutmix"}}}),
     "generative": _branches(generative=1),
     "all": _branches(traditional=1, mix=1, generative=1),
+    # the cross-domain branch needs crossdomain.target in params.yaml (and evaluate.target_test to measure it)
+    "crossdomain": _branches(crossdomain=1),
+    "crossdomain_traditional": _branches(traditional=1, crossdomain=1),
     "trivial_augment_wide": deep_merge(_branches(), {"finetune": {"online_augment": "trivial_augment_wide"}}),
     "randaugment": deep_merge(_branches(), {"finetune": {"online_augment": "randaugment"}}),
     "augmix": deep_merge(_branches(), {"finetune": {"online_augment": "augmix"}}),
@@ -83,7 +87,8 @@ STRATEGIES.update({f"{name}_nogate": deep_merge(STRATEGIES[name], NOGATE)
 UNLABELLED_PER_CLASS = 200
 COMPARISON = ["none", "traditional", "mix", "generative", "all", "all_nogate", "trivial_augment_wide"]
 SEEDS = [0, 1, 2, 3, 4]
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"]
+STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "finetune",
+          "evaluate"]
 
 
 def check_strategies(names: Iterable[str]) -> list[str]:
@@ -158,6 +163,8 @@ def _absolute_paths(params: Params, base_dir: Path) -> Params:
     d["generative"]["checkpoint"] = fix(d["generative"]["checkpoint"])
     d["generative"]["diffusers"]["path"] = fix(d["generative"]["diffusers"]["path"])
     d["merge"]["extra_sources"] = {k: fix(v) for k, v in d["merge"]["extra_sources"].items()}
+    d["crossdomain"]["target"] = fix(d["crossdomain"]["target"])
+    d["evaluate"]["target_test"] = fix(d["evaluate"]["target_test"])
     t = d["text"]
     if t["ingest"]["source"] != "rotten-tomatoes":
         t["ingest"]["source"] = fix(t["ingest"]["source"])
@@ -209,6 +216,7 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
                  if isinstance(v, dict) and v.get("in")}
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "target_accuracy": (metrics.get("target") or {}).get("accuracy"),
             "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
             "robustness": metrics.get("robustness"), "gate_pass_rate": pass_rate,
             "stage_seconds": stage_seconds, "seconds": seconds}
@@ -278,11 +286,19 @@ def aggregate(records: Iterable[dict], baseline: str = "none") -> dict:
         test = [runs[s]["test_accuracy"] for s in seeds]
         val = [runs[s]["val_accuracy"] for s in seeds if runs[s].get("val_accuracy") is not None]
         entry = {"n": len(seeds), "seeds": seeds, "test": _stats(test), "val": _stats(val), "diff": None}
+        target = [runs[s]["target_accuracy"] for s in seeds if runs[s].get("target_accuracy") is not None]
+        if target:  # evaluate.target_test was set: the target domain's test accuracy, and its paired difference
+            entry["target"], entry["target_diff"] = _stats(target), None
         if name != baseline:
             shared = [s for s in seeds if s in base]
             if shared:
                 d = [runs[s]["test_accuracy"] - base[s]["test_accuracy"] for s in shared]
                 entry["diff"] = {**_stats(d), "seeds": shared, "better": sum(x > 0 for x in d)}
+            both = [s for s in shared if runs[s].get("target_accuracy") is not None
+                    and base[s].get("target_accuracy") is not None]
+            if target and both:
+                d = [runs[s]["target_accuracy"] - base[s]["target_accuracy"] for s in both]
+                entry["target_diff"] = {**_stats(d), "seeds": both, "better": sum(x > 0 for x in d)}
         out["strategies"][name] = entry
     ranked = [(e["val"]["mean"], name) for name, e in out["strategies"].items() if e["val"]["mean"] is not None]
     if ranked:
@@ -308,6 +324,12 @@ def metrics_dict(agg: dict) -> dict:
         if e["diff"] is not None:
             row.update({f"diff_vs_{b}": _r(e["diff"]["mean"]), f"diff_vs_{b}_ci95": _r(e["diff"]["ci95"]),
                         f"seeds_better_vs_{b}": e["diff"]["better"], f"seeds_paired_vs_{b}": e["diff"]["n"]})
+        if e.get("target"):
+            row.update({"target_mean": _r(e["target"]["mean"]), "target_ci95": _r(e["target"]["ci95"])})
+        if e.get("target_diff"):
+            row.update({f"target_diff_vs_{b}": _r(e["target_diff"]["mean"]),
+                        f"target_diff_vs_{b}_ci95": _r(e["target_diff"]["ci95"]),
+                        f"target_seeds_better_vs_{b}": e["target_diff"]["better"]})
         strategies[name] = {k: v for k, v in row.items() if v is not None}
     return {"baseline": b, "best_on_validation": agg["best_on_validation"], "strategies": strategies}
 
@@ -325,17 +347,28 @@ def _diff(d: dict | None) -> tuple[str, str]:
     return txt, f"{d['better']}/{d['n']}"
 
 
+def _has_target(agg: dict) -> bool:
+    return any(e.get("target") for e in agg["strategies"].values())
+
+
 def _table_rows(agg: dict) -> list[list[str]]:
     rows = []
     for name, e in agg["strategies"].items():
         diff, better = _diff(e["diff"])
         rows.append([name, str(e["n"]), _pct(e["test"]), _pct(e["val"]), diff, better])
+        if _has_target(agg):
+            none = {"mean": None}
+            rows[-1] += [_pct(e.get("target") or none), *_diff(e.get("target_diff"))]
     return rows
 
 
 def _headers(agg: dict) -> list[str]:
-    return ["strategy", "seeds", "test accuracy % (mean ± 95% CI)", "validation accuracy % (mean ± 95% CI)",
+    head = ["strategy", "seeds", "test accuracy % (mean ± 95% CI)", "validation accuracy % (mean ± 95% CI)",
             f"test vs {agg['baseline']}, paired (mean ± 95% CI)", "seeds better"]
+    if _has_target(agg):  # evaluate.target_test: the target domain's test set
+        head += ["target-domain accuracy % (mean ± 95% CI)", f"target vs {agg['baseline']}, paired",
+                 "seeds better (target)"]
+    return head
 
 
 def markdown(agg: dict) -> str:
@@ -358,10 +391,11 @@ def table_rows(agg: dict) -> list[dict]:
 def runs_csv(records: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["strategy", "seed", "test_accuracy", "val_accuracy"])
+    w.writerow(["strategy", "seed", "test_accuracy", "val_accuracy", "target_accuracy"])
     for r in records:
         w.writerow([r["strategy"], r["seed"], r["test_accuracy"],
-                    "" if r.get("val_accuracy") is None else r["val_accuracy"]])
+                    "" if r.get("val_accuracy") is None else r["val_accuracy"],
+                    "" if r.get("target_accuracy") is None else r["target_accuracy"]])
     return buf.getvalue()
 
 

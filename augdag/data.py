@@ -129,24 +129,70 @@ def survey_folder(root: str | Path, stop_at_first: bool = False) -> tuple[list[s
         if cdir.is_symlink() or not cdir.resolve().is_relative_to(real_root):
             bad("link outside the folder", cdir, f"class folder is a link pointing outside {root}; refused")
             continue
-        keep = []
-        for p in sorted(cdir.rglob("*")):
-            if p.name.startswith(".") or p.is_dir() or not utf8(p):
-                continue
-            if p.is_symlink() and not p.resolve().is_relative_to(real_root):
-                bad("link outside the folder", p, f"link pointing outside {root}; refused")
-            elif not p.is_file():
-                bad("not a regular file", p, "not a regular file (a FIFO, socket or device); refused")
-            elif p.suffix.lower() not in IMAGE_SUFFIXES:
-                bad("not an image file", p, f"not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
-            else:
-                keep.append(p)
+        keep = _image_files(cdir, root, real_root, bad, utf8)
         if keep:
             found[name] = keep
         else:
             bad("class folder without images", cdir, f"class folder '{name}' holds no images")
     classes = [n for n in names if n in found]
     return classes, [(p, ci) for ci, n in enumerate(classes) for p in found[n]], problems
+
+
+def _image_files(folder: Path, root: Path, real_root: Path, bad, utf8) -> list[Path]:
+    """The image files under `folder` (recursively, sorted), the unsafe or foreign ones reported to `bad`."""
+    keep = []
+    for p in sorted(folder.rglob("*")):
+        if p.name.startswith(".") or p.is_dir() or not utf8(p):
+            continue
+        if p.is_symlink() and not p.resolve().is_relative_to(real_root):
+            bad("link outside the folder", p, f"link pointing outside {root}; refused")
+        elif not p.is_file():
+            bad("not a regular file", p, "not a regular file (a FIFO, socket or device); refused")
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            bad("not an image file", p, f"not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
+        else:
+            keep.append(p)
+    return keep
+
+
+def scan_images(root: str | Path, what: str = "image folder") -> list[Path]:
+    """Every image file under `root`, in subfolders or not (no classes: e.g. unlabelled target-domain images),
+    with scan_folder's safety checks; the first problem raises a DataError naming the file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: {what} not found")
+    real_root = root.resolve()
+
+    def bad(kind: str, path: Path, reason: str) -> None:
+        raise DataError(f"{str(path)!r}: {reason}" if kind == "file name not UTF-8" else f"{path}: {reason}")
+
+    def utf8(p: Path) -> bool:
+        try:
+            p.name.encode("utf-8")
+            return True
+        except UnicodeEncodeError:
+            bad("file name not UTF-8", p, "file name is not valid UTF-8; rename it")
+            return False
+
+    files = _image_files(root, root, real_root, bad, utf8)
+    if not files:
+        raise DataError(f"{root}: {what} holds no images (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def read_labelled_folder(folder: str | Path, class_names: list[str], size: int, channels: int, max_pixels: int,
+                         what: str) -> tuple[list[Path], np.ndarray, list[np.ndarray]]:
+    """(files, labels, images) of a folder with one subfolder of images per class, its classes mapped onto the
+    raw data's `class_names` (a name holding '/', as Fashion-MNIST's 'T-shirt/top', is spelled with '_' as a
+    folder name); a class folder that is not one of them is a DataError naming `what` (the params key)."""
+    found, files = scan_folder(folder)
+    by_folder = {c.replace("/", "_"): i for i, c in enumerate(class_names)}
+    unknown = [c for c in found if c not in by_folder]
+    if unknown:
+        raise DataError(f"{what} = {folder}: class folders {unknown} are not classes of the raw data "
+                        f"(allowed: {sorted(by_folder)})")
+    labels = np.array([by_folder[found[ci]] for _, ci in files], dtype=np.int64)
+    return [p for p, _ in files], labels, [load_image(p, size, channels, max_pixels) for p, _ in files]
 
 
 def problems_report(root: str | Path, problems: list[Problem], shown: int = 5) -> str:

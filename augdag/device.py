@@ -17,7 +17,7 @@ from augdag.errors import ParamsError
 if TYPE_CHECKING:
     from augdag.params import Params
 
-STAGES = ("generative", "quality", "finetune", "evaluate")
+STAGES = ("generative", "crossdomain", "quality", "finetune", "evaluate")
 
 
 def _mps_available() -> bool:

@@ -31,7 +31,8 @@ from augdag.layout import out_dir
 
 IMAGE_FORMATS = ("imagefolder", "hf", "webdataset")
 TEXT_FORMATS = ("csv", "jsonl", "hf")
-EXPORTABLE = ("ingest", "traditional", "mix", "generative", "merge")  # stages whose folder holds their samples
+# stages whose folder holds their samples
+EXPORTABLE = ("ingest", "traditional", "mix", "generative", "crossdomain", "merge")
 MARKER = "augdag-export.json"  # in every export: what it holds; --overwrite replaces only a folder that has one
 MAXCOUNT = 10000  # webdataset: samples per tar shard
 CHUNK = 1024  # samples read (and hash-checked) at a time

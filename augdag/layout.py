@@ -31,6 +31,11 @@ def classes(root: str | Path) -> list[str]:
     return names
 
 
+def cycle_dir(root: str | Path) -> Path:
+    """The crossdomain branch's cycle reconstructions F(G(a)), each at the shard and index of its sample."""
+    return out_dir(root, "crossdomain") / "cycle"
+
+
 def out_dir(root: str | Path, stage: str) -> Path:
     """The output folder of `stage` in the project at `root` (data/<stage>, as dvc.yaml declares it)."""
     return Path(root) / "data" / stage

@@ -17,7 +17,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from augdag.errors import ParamsError
 from augdag.text.params import TextParams
 
-BRANCHES = ("traditional", "mix", "generative")
+BRANCHES = ("traditional", "mix", "generative", "crossdomain")
+# the branches that run on texts (crossdomain translates images only)
+TEXT_BRANCHES = ("traditional", "mix", "generative")
 SOURCES = ("raw",) + BRANCHES
 
 
@@ -86,6 +88,7 @@ class StrategyParams(_Strict):
     traditional: BranchPlan = BranchPlan(enabled=True, multiplier=1)
     mix: BranchPlan = BranchPlan(enabled=True, multiplier=1)
     generative: BranchPlan = BranchPlan(enabled=True, multiplier=1)
+    crossdomain: BranchPlan = BranchPlan(enabled=False, multiplier=1)  # needs crossdomain.target
 
 
 class FlipParams(_Strict):
@@ -212,6 +215,34 @@ class GenerativeParams(_Strict):
         return self
 
 
+# augdag/cyclegan.py trains with it (kept here so that reading params imports no torch)
+class CycleGANConfig(BaseModel):
+    """Hyperparameters of the cross-domain branch's CycleGAN (params.yaml: crossdomain.model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int = Field(default=32, ge=4, le=256, description="channels of a generator's first conv (then 2x, 4x)")
+    n_res: int = Field(default=4, ge=1, le=16, description="residual blocks at a generator's bottleneck")
+    disc_width: int = Field(default=32, ge=4, le=256, description="channels of a PatchGAN discriminator's first conv")
+    steps: int = Field(default=1200, ge=1, le=1_000_000, description="optimiser steps (each updates G, F and both D)")
+    batch_size: int = Field(default=16, ge=1, le=4096,
+                            description="images per domain per step (drawn with replacement)")
+    lr: float = Field(default=2e-4, gt=0.0, le=1.0, description="Adam learning rate (betas 0.5, 0.999)")
+    cycle_weight: float = Field(default=10.0, ge=0.0, le=1000.0, description="weight of the cycle-consistency L1")
+    identity_weight: float = Field(default=0.5, ge=0.0, le=100.0,
+                                   description="weight of the identity L1, times cycle_weight; 0 = off")
+
+
+class CrossdomainParams(_Strict):
+    """Unpaired translation of the labelled train split into a target domain (strategy.crossdomain turns it on)."""
+
+    target: str | None = Field(default=None, description="a folder of unlabelled target-domain images (PNG/JPEG, "
+                                                         "any size, grey or RGB, in subfolders or not)")
+    max_target_images: int = Field(default=5000, ge=1, description="at most this many target images are read (a "
+                                                                    "seeded choice above it)")
+    model: CycleGANConfig = CycleGANConfig()
+
+
 class BranchThresholds(_Strict):
     """Minimum scores a sample of one branch must reach; null = that check is off for the branch."""
 
@@ -230,6 +261,8 @@ class GateThresholds(_Strict):
     traditional: BranchThresholds = BranchThresholds(psnr=30.0, ssim=0.85, label_prob=LABEL_PROB)
     mix: BranchThresholds = BranchThresholds(label_prob=LABEL_PROB)
     generative: BranchThresholds = BranchThresholds(label_prob=LABEL_PROB)
+    # psnr and ssim of a translated sample: its source against its cycle reconstruction F(G(source))
+    crossdomain: BranchThresholds = BranchThresholds(psnr=15.0, ssim=0.5, label_prob=LABEL_PROB)
 
 
 Score = Literal["psnr", "ssim", "in_frame", "label_prob"]
@@ -240,8 +273,9 @@ class OutlierParams(_Strict):
 
     window_size: int = Field(default=100, ge=2, le=1_000_000)
     sigma: float = Field(default=2.0, gt=0.0, le=1000.0)
-    score: dict[Literal["traditional", "mix", "generative"], Score | None] = Field(
-        default_factory=lambda: {"traditional": "ssim", "mix": "label_prob", "generative": "label_prob"},
+    score: dict[Literal["traditional", "mix", "generative", "crossdomain"], Score | None] = Field(
+        default_factory=lambda: {"traditional": "ssim", "mix": "label_prob", "generative": "label_prob",
+                                 "crossdomain": "ssim"},
         description="the score each branch's filter watches; null turns the filter off for that branch")
 
 
@@ -278,7 +312,8 @@ class MergeParams(_Strict):
                                              "this factor")
     augmented_share: Range(0.0, 1.0) = Field(default=(0.0, 0.95), description="[min, max] share of augmented samples")
     weights: dict[str, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
-        default_factory=lambda: {"raw": 1.0, "traditional": 1.0, "mix": 1.0, "generative": 1.0},
+        default_factory=lambda: {"raw": 1.0, "traditional": 1.0, "mix": 1.0, "generative": 1.0,
+                                 "crossdomain": 1.0},
         description="probability mass of each source when the fine-tune samples a batch (a missing source gets 1.0)",
     )
     extra_sources: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], str] = Field(
@@ -371,6 +406,10 @@ class RobustnessParams(_Strict):
 
 class EvaluateParams(_Strict):
     batch_size: int = Field(default=256, ge=1, le=65536)
+    target_test: str | None = Field(
+        default=None, description="a labelled test set of the target domain: a folder with one subfolder of images "
+                                  "per class, named as the raw data's classes; its accuracy is reported beside "
+                                  "the test split's")
     min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0, description="warn when test accuracy is below this")
     robustness: RobustnessParams = RobustnessParams()
 
@@ -397,6 +436,7 @@ class DeviceParams(_Strict):
 
     default: DeviceSpec = Field(default="cpu", description="auto = a GPU when torch sees one, else the CPU")
     generative: DeviceSpec | None = None
+    crossdomain: DeviceSpec | None = None
     quality: DeviceSpec | None = None
     finetune: DeviceSpec | None = None
     evaluate: DeviceSpec | None = None
@@ -426,12 +466,25 @@ class Params(_Strict):
     traditional: TraditionalParams = TraditionalParams()
     mix: MixParams = MixParams()
     generative: GenerativeParams = GenerativeParams()
+    crossdomain: CrossdomainParams = CrossdomainParams()
     quality: QualityParams = QualityParams()
     merge: MergeParams = MergeParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     text: TextParams = TextParams()
+
+    @model_validator(mode="after")
+    def _crossdomain_needs_target(self):
+        if self.strategy.crossdomain.enabled and self.modality == "image" and not self.crossdomain.target:
+            raise ValueError("strategy.crossdomain.enabled needs crossdomain.target (a folder of unlabelled "
+                             "target-domain images)")
+        if self.strategy.crossdomain.multiplier > 1:
+            raise ValueError(f"strategy.crossdomain.multiplier = {self.strategy.crossdomain.multiplier}: a translation "
+                             "is deterministic, one per source image: use 0 or 1")
+        if self.strategy.crossdomain.enabled and self.modality == "text":
+            raise ValueError("strategy.crossdomain translates images; it is not available with modality: text")
+        return self
 
 
 _SHORT = reprlib.Repr()

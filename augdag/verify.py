@@ -22,7 +22,8 @@ import yaml
 from augdag.errors import AugdagError
 from augdag.layout import out_dir
 
-STORED = ("ingest", "traditional", "mix", "generative", "merge")  # the stages whose folders hold samples
+# the stages whose folders hold samples
+STORED = ("ingest", "traditional", "mix", "generative", "crossdomain", "merge")
 PROJECT = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", "tasks", "augdag", "expectations", "flows")
 _SHOWN = 5  # mismatching samples listed per stage
 

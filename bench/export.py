@@ -58,7 +58,7 @@ from pathlib import Path
 from _util import REPO, env, load, machine_line, make_project, sh
 
 FORMATS = ("imagefolder", "hf", "webdataset")
-DEFAULT_STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge"]
+DEFAULT_STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge"]
 FULL_STAGES = ["ingest", "strategy", "traditional"]
 BRANCH_WORKERS = {"traditional": 2, "mix": 2}  # dvc.yaml's `--workers 2`
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from _util import BIN, env, fmt_bytes, load, machine_line, make_project
 
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate",
+STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain",
+          "quality", "merge", "finetune", "evaluate",
           "report"]
 WORKERS = {"traditional": 2, "mix": 2}  # as dvc.yaml's cmds
 

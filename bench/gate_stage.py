@@ -80,7 +80,7 @@ def main(argv=None):
 
         p = load_params(root / "params.yaml")
         torch.set_num_threads(p.numerics.threads)
-        for stage in ("ingest", "strategy", "traditional", "mix", "generative"):
+        for stage in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain"):
             run_stage(stage, p, root)
         walls = []
         for _ in range(args.repeats):

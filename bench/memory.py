@@ -35,7 +35,7 @@ from pathlib import Path
 
 from _util import REPO, chunk_kw, env, fmt_bytes, load, machine_line
 
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge"]
+STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge"]
 # Applied before --set: the traditional branch alone, whatever params.yaml turns on.
 PINNED = ["strategy.traditional.enabled=true", "strategy.mix.enabled=false", "strategy.generative.enabled=false"]
 

@@ -1,6 +1,6 @@
 """The augdag pipeline as a Prefect flow: the same stage code `dvc repro` runs, one task per stage.
 
-The three branches run concurrently. A stage that DVC reports up to date is skipped; a stage the
+The four branches run concurrently. A stage that DVC reports up to date is skipped; a stage the
 flow ran is committed to dvc.lock, so `dvc status` is clean afterwards and `dvc repro` is a no-op.
 
 Artifacts: per stage a markdown summary (`augdag-<stage>`) and, for quality, merge, finetune and
@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from augdag import cancel, dvcops, runlock
 from augdag.log import logger
-from augdag.params import SOURCES, Params, dotted_to_nested, load_params, write_overrides
+from augdag.params import SOURCES, TEXT_BRANCHES, Params, dotted_to_nested, load_params, write_overrides
 from augdag.runner import current_mapper, dask_session
 from augdag.storage import try_read_json
 from augdag.tasks import STAGES, UPSTREAM, run_stage
@@ -69,6 +69,10 @@ def figures(name: str, root: Path) -> list[dict] | None:
     if name == "evaluate":
         metrics = try_read_json(folder / "metrics.json") or summary
         rows = [{"figure": k, "value": _num(metrics[k])} for k in ("accuracy", "macro_f1", "n_test") if k in metrics]
+        target = metrics.get("target")
+        if target:  # evaluate.target_test
+            rows += [{"figure": f"target domain: {k}", "value": _num(target[k])} for k in ("accuracy", "macro_f1",
+                                                                                           "n_test")]
         rob = metrics.get("robustness")
         if rob:
             rows.append({"figure": f"robustness: clean accuracy (n={rob['n']})", "value": _num(rob["clean"])})
@@ -86,7 +90,7 @@ def _table(name: str, root: Path, status: str) -> None:
 
 def _text_samples(name: str, root: Path) -> None:
     """Modality text: a branch's first variants beside their sources, changes marked (`augdag-<branch>-samples`)."""
-    if name not in SOURCES[1:]:
+    if name not in TEXT_BRANCHES:
         return
     from augdag.tasks.report.text import samples_markdown
 
@@ -192,5 +196,5 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", set_params: list
 
 
 def run_pipeline(root: str = ".", set_params: list[str] | None = None, workers: int = 2, force: bool = False) -> dict:
-    return pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(3, workers)))(
+    return pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(len(UPSTREAM["quality"]), workers)))(
         root=root, set_params=set_params, workers=workers, force=force)

@@ -80,6 +80,13 @@ class Branches(_Form):
     mix_multiplier: _param("strategy.mix.multiplier") = None
     generative: _param("strategy.generative.enabled", "generative model on") = None
     generative_multiplier: _param("strategy.generative.multiplier") = None
+    crossdomain: _param("strategy.crossdomain.enabled", "cross-domain translation (CycleGAN) into the target folder "
+                                                        "below") = None
+    crossdomain_target: _param("crossdomain.target") = None
+    target_test: _param("evaluate.target_test") = None
+
+
+PATH_KEYS = ("crossdomain.target", "evaluate.target_test")  # folders: relative ones mean the project folder
 
 
 CHECKS = tuple(BranchThresholds.model_fields)
@@ -141,6 +148,11 @@ def pipeline_overrides(root: str | Path = ".", dataset: str | None = None, seed:
     for form in (branches, finetune):
         if form is not None:
             out += _fields(form)
+    for i, item in enumerate(out):
+        key, _, value = item.partition("=")
+        if key in PATH_KEYS:
+            path = Path(yaml.safe_load(value)).expanduser()
+            out[i] = f"{key}={_scalar(str(path if path.is_absolute() else (Path(root) / path).resolve()))}"
     if gate is not None:
         both = [c for c in gate.off if getattr(gate, c.replace(".", "_")) is not None]
         if both:

@@ -253,7 +253,8 @@ def test_evaluate_stage_writes_robustness(tmp_path):
             "finetune": {**SMALL["finetune"], "pretrained": False, "online_mix": {"enabled": False}, "num_threads": 1},
             "evaluate": {"robustness": {"epsilons": [0.01, 0.1], "pgd_steps": 2, "n_samples": 12}}}
     p = parse_params(over)
-    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate"):
+    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain",
+                  "quality", "merge", "finetune", "evaluate"):
         run_stage(stage, p, tmp_path)
     out = tmp_path / "data" / "evaluate"
     metrics = json.loads((out / "metrics.json").read_text())

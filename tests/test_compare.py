@@ -226,7 +226,8 @@ def test_outputs_are_consistent_and_self_contained(tmp_path):
     assert m["strategies"]["trad"]["test_mean"] == round(agg["strategies"]["trad"]["test"]["mean"], 6)
     assert m["strategies"]["trad"]["diff_vs_none_ci95"] == round(agg["strategies"]["trad"]["diff"]["ci95"], 6)
     rows = list(csv.DictReader((tmp_path / "comparison.csv").open()))
-    assert len(rows) == len(RECORDS) and list(rows[0]) == ["strategy", "seed", "test_accuracy", "val_accuracy"]
+    assert len(rows) == len(RECORDS) and list(rows[0]) == ["strategy", "seed", "test_accuracy", "val_accuracy",
+                                                "target_accuracy"]
     assert {(r["strategy"], int(r["seed"])) for r in rows} == {(r["strategy"], r["seed"]) for r in RECORDS}
     md = (tmp_path / "comparison.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ")]
@@ -415,3 +416,18 @@ def test_relative_paths_mean_the_project_folder_for_text_too(tmp_path):
     assert q.text.generative.paraphrase.model_path == str(tmp_path / "lm")
     assert q.text.finetune.encoder_path == str(tmp_path / "enc")
     assert _absolute_paths(parse_params({"modality": "text"}), tmp_path).text.ingest.source == "rotten-tomatoes"
+
+
+def test_target_domain_accuracy_is_aggregated_and_paired_when_the_records_have_it():
+    recs = [{"strategy": s, "seed": k, "test_accuracy": 0.7, "val_accuracy": 0.6, "target_accuracy": t + 0.01 * k}
+            for s, t in (("none", 0.40), ("crossdomain", 0.55)) for k in range(3)]
+    agg = compare.aggregate(recs)
+    xd = agg["strategies"]["crossdomain"]
+    assert xd["target"]["mean"] == pytest.approx(0.56) and xd["target_diff"]["mean"] == pytest.approx(0.15)
+    assert xd["target_diff"]["better"] == 3 and agg["strategies"]["none"]["target_diff"] is None
+    md = compare.markdown(agg)
+    assert "target-domain accuracy" in md and "+15.0" in md
+    assert compare.metrics_dict(agg)["strategies"]["crossdomain"]["target_diff_vs_none"] == pytest.approx(0.15)
+    # records without it (no evaluate.target_test) keep the table as it was
+    plain = compare.aggregate([{k: v for k, v in r.items() if k != "target_accuracy"} for r in recs])
+    assert "target-domain" not in compare.markdown(plain)

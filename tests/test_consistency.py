@@ -52,7 +52,7 @@ def project(tmp_path_factory):
     })
     root = base / "project"
     p = parse_params(over)
-    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "quality", "merge"):
+    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge"):
         run_stage(stage, p, root)
     return root, p
 
@@ -105,7 +105,7 @@ def test_consistency_without_an_unlabelled_pool_is_refused(tmp_path):
         "finetune": {"pretrained": False, "steps": 1, "image_size": 16, "consistency": {"enabled": True}},
     })
     p = parse_params(over)
-    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "quality", "merge"):
+    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge"):
         run_stage(stage, p, tmp_path / "project")
     with pytest.raises(DataError, match="n_unlabelled_per_class"):
         run_stage("finetune", p, tmp_path / "project")

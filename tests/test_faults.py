@@ -463,7 +463,7 @@ def test_flow_killed_then_prefect_server_stopped_and_restarted_during_the_rerun(
         server = start_server("127.0.0.1", port, timeout=300, stdout=server_log, stderr=subprocess.STDOUT)
         code = flow.wait(600)
         second = (tmp_path / "run2.log").read_text()
-        for name in ("ingest", "strategy", "traditional", "mix", "generative"):
+        for name in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain"):
             assert f"{name}: up to date in dvc.lock, skipped" in second, second[-4000:]
         # Prefect's client retries its calls with back-off (about a minute in all): a 5 s outage is carried through.
         assert code == 0, second[-4000:]

@@ -157,7 +157,7 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
     over = {**SMALL, "traditional": {"ops": {"gaussian_noise": {"p": 0.5, "std": [0.15, 0.2]}}}}
     p = parse_params(over)
-    for stage in ("ingest", "strategy", "traditional", "mix", "generative"):
+    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain"):
         run_stage(stage, p, root)
     return root, over
 

@@ -103,7 +103,8 @@ def test_mix_branch_end_to_end_with_replay_and_online_finetune(tmp_path):
         "finetune": {"steps": 2, "batch_size": 5, "image_size": 32, "eval_every": 1,
                      "online_mix": {"enabled": True, "mode": "both"}},
     })
-    for stage in ["ingest", "strategy", "traditional", "mix", "generative", "quality", "merge", "finetune"]:
+    for stage in ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain",
+                  "quality", "merge", "finetune"]:
         run_stage(stage, p, tmp_path)
     m = read_manifest(tmp_path / "data" / "mix")
     assert len(m) == 40

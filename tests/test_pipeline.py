@@ -57,7 +57,8 @@ def flow_project(tmp_path_factory, prefect_server):
 def dvc_project(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("dvc"), SMALL)
     res = run(["dvc", "repro"], proj)
-    assert ran_stages(res.stdout) == {"ingest", "strategy", "traditional", "mix", "generative", "quality",
+    assert ran_stages(res.stdout) == {"ingest", "strategy", "traditional", "mix", "generative", "crossdomain",
+                                      "quality",
                                       "merge", "finetune", "evaluate", "report"}
     return proj
 
@@ -140,7 +141,8 @@ def test_lineage_and_replay_from_the_command_line(dvc_project):
 def test_the_model_stages_record_their_device_in_summary_lineage_and_report(dvc_project):
     data = dvc_project / "data"
     summaries = {s: json.loads((data / s / "summary.json").read_text())
-                 for s in ("ingest", "traditional", "mix", "generative", "quality", "merge", "finetune", "evaluate")}
+                 for s in ("ingest", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "finetune",
+                           "evaluate")}
     assert {s for s, v in summaries.items() if "device" in v} == {"generative", "quality", "finetune", "evaluate"}
     assert {v["device"] for v in summaries.values() if "device" in v} == {"cpu"}
     assert summaries["finetune"]["precision"] == summaries["evaluate"]["precision"] == "fp32"
@@ -243,7 +245,7 @@ def test_dvc_metrics_plots_and_dag(dvc_project):
     tsv = (dvc_project / "data" / "finetune" / "dvclive" / "plots" / "metrics" / "val_accuracy.tsv").read_text()
     assert tsv.splitlines()[0] == "step\tval_accuracy" and tsv.splitlines()[-1].split("\t")[0] == str(last["steps"])
     dag = run(["dvc", "dag"], dvc_project).stdout
-    for stage in ("ingest", "traditional", "mix", "generative", "quality", "finetune", "report"):
+    for stage in ("ingest", "traditional", "mix", "generative", "crossdomain", "quality", "finetune", "report"):
         assert stage in dag
     run(["dvc", "plots", "show", "-o", "plots"], dvc_project)
     page = (dvc_project / "plots" / "index.html").read_text()

@@ -99,7 +99,7 @@ def folder_project(tmp_path_factory):
     })
     root = base / "project"
     p = parse_params(over)
-    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "quality", "merge"):
+    for stage in ("ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge"):
         run_stage(stage, p, root)
     return root, over, extra
 

@@ -77,6 +77,22 @@ def test_form_fields_come_from_the_params_schema_and_map_to_set_overrides(tmp_pa
         serve.pipeline_overrides(tmp_path, gate=serve.Gate(mix_label_prob=0.2, off=["mix.label_prob"]))
 
 
+def test_the_form_turns_the_crossdomain_branch_on_with_its_folders_resolved_in_the_project(tmp_path):
+    form = serve.Branches(crossdomain=True, crossdomain_target="domains/unlabelled", target_test="/abs/test")
+    overrides = serve.pipeline_overrides(tmp_path, branches=form)
+    assert overrides == ["strategy.crossdomain.enabled=true",
+                         f"crossdomain.target={tmp_path.resolve() / 'domains' / 'unlabelled'}",
+                         "evaluate.target_test=/abs/test"]
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((REPO / "params.yaml").read_text())
+    write_overrides(params_file, dotted_to_nested(overrides))
+    p = load_params(params_file)
+    assert p.strategy.crossdomain.enabled and p.crossdomain.target == str(tmp_path.resolve() / "domains/unlabelled")
+    with pytest.raises(ParamsError, match="needs crossdomain.target"):  # on without a target: refused before a run
+        write_overrides(params_file, dotted_to_nested(["crossdomain.target=null"]))
+        load_params(params_file)
+
+
 def test_only_loopback_hosts_without_expose():
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         serve.check_host(host, expose=False)

@@ -1,5 +1,10 @@
 """Evaluate: accuracy, macro-F1, per-class accuracy and the confusion matrix on the test split;
-accuracy under FGSM/PGD attacks on a seeded test subset (evaluate.robustness)."""
+accuracy under FGSM/PGD attacks on a seeded test subset (evaluate.robustness); with evaluate.target_test, the
+same scores on a labelled test folder of the target domain (metrics `target`, predictions in
+target_predictions.csv).
+
+The target folder lives outside the project, so DVC does not see its files change: the metrics record its
+image count and a digest of its decoded images (change it, then `dvc repro --force evaluate`)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from safetensors.torch import load_file
 from augdag import device, gx, tracking
 from augdag.adversarial import robust_accuracy
 from augdag.errors import ModelError
+from augdag.data import read_labelled_folder
 from augdag.layout import EXPECTATIONS, classes
 from augdag.log import logger
 from augdag.models import build_model
@@ -53,6 +59,25 @@ def check_metrics(metrics: dict, n_classes: int, min_accuracy: float, results_pa
         logger().warning("evaluate: %s", w.line())
 
 
+def target_scores(p: Params, model, cls: list[str], prec) -> tuple[dict, list[list[str]]]:
+    """Scores on evaluate.target_test (class folders named as the raw data's classes, read as ingest reads
+    images), and its (file, actual, predicted) rows."""
+    import hashlib
+
+    folder = p.evaluate.target_test
+    files, y_true, images = read_labelled_folder(folder, cls, p.ingest.image_size, p.ingest.channels,
+                                                 p.ingest.max_image_pixels, "evaluate.target_test")
+    batch = np.stack(images)
+    logits = predict(model, torch.from_numpy(batch), p.finetune.image_size, p.evaluate.batch_size, precision=prec)
+    y_pred = logits.argmax(1).numpy()
+    s = scores(y_true, y_pred, len(cls))
+    target = {"accuracy": round(s["accuracy"], 6), "macro_f1": round(s["macro_f1"], 6), "n_test": len(files),
+              "per_class_accuracy": {c: round(a, 6) for c, a in zip(cls, s["per_class_accuracy"])},
+              "digest": hashlib.sha256(batch.tobytes() + y_true.tobytes()).hexdigest()}
+    root = Path(folder)
+    return target, [[f.relative_to(root).as_posix(), cls[t], cls[q]] for f, t, q in zip(files, y_true, y_pred)]
+
+
 def run(p: Params, root: Path, **_) -> dict:
     torch.set_num_threads(p.finetune.num_threads)
     dev = device.for_stage(p, "evaluate")
@@ -81,6 +106,12 @@ def run(p: Params, root: Path, **_) -> dict:
     summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n_test"],
                **device.describe(dev), "precision": prec.name}
     check_metrics(metrics, len(cls), p.evaluate.min_accuracy, out_dir(root, "validation") / "evaluate" / "metrics.json")
+    target_rows = None
+    if p.evaluate.target_test:
+        metrics["target"], target_rows = target_scores(p, model, cls, prec)
+        summary["target_accuracy"] = metrics["target"]["accuracy"]
+        logger().info("evaluate: target-domain accuracy %.4f on %d images (test split: %.4f)",
+                      metrics["target"]["accuracy"], metrics["target"]["n_test"], metrics["accuracy"])
     rob, rob_rows = p.evaluate.robustness, []
     if rob.enabled:
         logger().info("evaluate: robustness, %s at eps %s on up to %d test samples", "/".join(rob.attacks),
@@ -104,6 +135,10 @@ def run(p: Params, root: Path, **_) -> dict:
             wr.writerow(["sample_id", "actual", "predicted"])
             for sid, t, q in zip(test.sample_id, y_true, y_pred):
                 wr.writerow([sid, cls[t], cls[q]])
+        with open(tmp / "target_predictions.csv", "w", newline="") as f:  # a DVC out: header only without a target
+            wr = csv.writer(f)
+            wr.writerow(["file", "actual", "predicted"])
+            wr.writerows(target_rows or [])
         with open(tmp / "robustness.csv", "w", newline="") as f:  # a DVC out: header only when robustness is off
             wr = csv.writer(f)
             wr.writerow(["attack", "epsilon", "accuracy"])

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from augdag import gx, scoring
-from augdag.data import load_image, scan_folder
+from augdag.data import read_labelled_folder
 from augdag.errors import DataError
 from augdag.layout import EXPECTATIONS, classes
 from augdag.log import Progress, logger
@@ -115,19 +115,13 @@ def check_merged(p: Params, manifest: Path, n_classes: int, results: Path, chunk
 
 def extra_source(name: str, folder: str, p: Params, class_names: list[str]) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Rows and images of one extra source folder; its class folders must be classes of the raw data."""
-    found, files = scan_folder(folder)
-    # A class name holding '/' (Fashion-MNIST's 'T-shirt/top') is spelled with '_' as a folder name.
-    by_folder = {c.replace("/", "_"): i for i, c in enumerate(class_names)}
-    unknown = [c for c in found if c not in by_folder]
-    if unknown:
-        raise DataError(f"merge.extra_sources.{name} = {folder}: class folders {unknown} are not classes of "
-                        f"the raw data (allowed: {sorted(by_folder)})")
     ip, root = p.ingest, Path(folder)
-    rows, images = [], []
-    for path, ci in files:
-        images.append(load_image(path, ip.image_size, ip.channels, ip.max_image_pixels))
+    files, labels, images = read_labelled_folder(folder, class_names, ip.image_size, ip.channels,
+                                                 ip.max_image_pixels, f"merge.extra_sources.{name}")
+    rows = []
+    for path, label in zip(files, labels):
         rows.append({"sample_id": f"{name}/{path.relative_to(root).as_posix()}", "split": "train", "branch": name,
-                     "label": by_folder[found[ci]], "soft_label": None, "parent_ids": [], "source": str(path),
+                     "label": int(label), "soft_label": None, "parent_ids": [], "source": str(path),
                      "op_params": "{}", "seed": None, "generator_hash": None, "scores": None, "gate": "not gated",
                      "gate_reason": None})
     return pd.DataFrame(rows), images

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augdag import checks, device, gx, ops, scoring
+from augdag import checks, device, gx, imquality, ops, scoring
 from augdag.errors import ParamsError
-from augdag.layout import classes
+from augdag.layout import classes, cycle_dir
 from augdag.log import Progress, logger
 from augdag.params import BRANCHES, Params
 from augdag.seeding import derive_seed
@@ -53,6 +53,8 @@ SUMMARISED = frozenset({"psnr", "ssim", "label_prob", "semantic_similarity"})
 CHUNK = 1024
 # rows of a scoring job (a shard task on Dask): whole CHUNKs, so the batches are the same however jobs are cut
 JOB_ROWS = 4 * CHUNK
+# the branches whose samples have raw parents (scored against them; a row with an unknown parent is not scored)
+SOURCED = ("traditional", "mix", "crossdomain")
 # the manifest columns a scoring job reads
 JOB_COLUMNS = ["sample_id", "shard", "index", "height", "width", "channels", "label", "soft_label", "parent_ids",
                "op_params"]
@@ -88,6 +90,11 @@ def score_job(args) -> dict[str, np.ndarray]:
             lam = np.array([json.loads(q)["lam"] for q in part.op_params])
             sc = image_scores.mix_scores(a, b, images, lam)
             cols["psnr"][sl], cols["ssim"][sl] = sc["psnr"], sc["ssim"]
+        elif branch == "crossdomain":  # the source against its cycle reconstruction, stored at the sample's place
+            sources = np.stack(_parent_images(raw, part, 0))
+            recs = StageData(cycle_dir(root), manifest=False).images(part)
+            cols["psnr"][sl] = imquality.psnr_batch(recs, sources)
+            cols["ssim"][sl] = imquality.ssim_batch(recs, sources)
     return cols
 
 
@@ -110,13 +117,13 @@ def score_branch(branch: str, m: pd.DataFrame, root: Path, ref: image_scores.Ref
     ends = np.cumsum(counts)
     parents_ok = np.array([bool(known[e - c:e].all()) for c, e in zip(counts, ends)], dtype=bool)
     cols = {k: np.full(len(m), np.nan) for k in SCORES}
-    scorable = m[parents_ok] if branch in ("traditional", "mix") else m
+    scorable = m[parents_ok] if branch in SOURCED else m
     import torch
 
     threads = torch.get_num_threads()
     jobs = [(branch, root, scorable.iloc[s:s + JOB_ROWS][JOB_COLUMNS], ref, threads)
             for s in range(0, len(scorable), JOB_ROWS)]
-    where = np.flatnonzero(parents_ok) if branch in ("traditional", "mix") else np.arange(len(m))
+    where = np.flatnonzero(parents_ok) if branch in SOURCED else np.arange(len(m))
     start = 0
     for res in mapper(score_job, jobs):
         n = len(res["label_prob"])

@@ -12,7 +12,8 @@ import pandas as pd
 from augdag import checks, device, scoring
 from augdag.layout import classes
 from augdag.log import Progress, logger
-from augdag.params import BRANCHES, Params
+from augdag.params import TEXT_BRANCHES as BRANCHES
+from augdag.params import Params
 from augdag.storage import read_manifest
 from augdag.tasks import out_dir
 from augdag.tasks._text import _raw

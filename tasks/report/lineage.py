@@ -21,7 +21,8 @@ from .templating import static
 # constant, not a param: params.py has no key for it.
 LINEAGE_SAMPLES = 400
 LINEAGE_REJECTED = 50
-ORIGIN = ["ingest", "traditional", "mix", "generative"]  # where a sample is produced (augdag.lineage's order)
+# where a sample is produced (augdag.lineage's order)
+ORIGIN = ["ingest", "traditional", "mix", "generative", "crossdomain"]
 
 
 def frag(sample_id: str) -> str:

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from augdag.layout import classes
-from augdag.params import BRANCHES, Params
+from augdag.params import TEXT_BRANCHES as BRANCHES
+from augdag.params import Params
 from augdag.storage import atomic_dir, load_json, read_manifest, try_read_json, write_json, write_text
 from augdag.tasks import is_text_run, out_dir
 from augdag.tasks._text import _texts_by_id
