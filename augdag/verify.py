@@ -20,7 +20,7 @@ from typing import Iterable
 import yaml
 
 from augdag.errors import AugdagError
-from augdag.layout import out_dir
+from augdag.layout import cycle_dir, out_dir
 
 # the stages whose folders hold samples
 STORED = ("ingest", "traditional", "mix", "generative", "crossdomain", "merge")
@@ -33,8 +33,11 @@ def stored_samples(root: Path, stages: Iterable[str] = STORED) -> dict[str, dict
     from augdag.storage import MANIFEST, StageData, content_hash, read_table, table_chunks, text_hash
 
     out: dict[str, dict] = {}
-    for stage in stages:
-        folder = out_dir(root, stage)
+    stages = list(stages)
+    folders = [(s, out_dir(root, s)) for s in stages]
+    if "crossdomain" in stages:  # the translations' cycle reconstructions have a manifest of their own
+        folders.append(("crossdomain/cycle", cycle_dir(root)))
+    for stage, folder in folders:
         if not (folder / MANIFEST).exists():
             continue
         data = StageData(folder, manifest=False)

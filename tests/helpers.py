@@ -83,3 +83,26 @@ def assert_consistent(proj: Path) -> None:
     changed_outs = {stage: e["changed outs"] for stage, entries in status.items() for e in entries
                     if isinstance(e, dict) and "changed outs" in e}
     assert not changed_outs, f"outputs on disk differ from dvc.lock: {changed_outs}"
+
+
+def crossdomain_overrides(root: Path, classes=("Trouser", "Bag")) -> dict:
+    """Params overrides that turn the crossdomain branch on with a tiny CycleGAN, after writing a target domain
+    under `root`: unlabelled images (bright strokes on a dark ground, no class folders) and a labelled test folder
+    with a subfolder per name in `classes` (raw class names, '/' spelled '_')."""
+    rng = np.random.default_rng(1)
+    unlabelled, test = root / "target-unlabelled", root / "target-test"
+    for i in range(12):
+        folder = unlabelled / ("a" if i % 2 else "b")  # subfolders are allowed, and carry no label
+        folder.mkdir(parents=True, exist_ok=True)
+        a = np.zeros((10, 10), np.uint8)
+        a[2 + i % 4:7, 3:4 + i % 5] = 255
+        Image.fromarray(a).save(folder / f"t{i:02d}.png")
+    for ci, name in enumerate(classes):
+        (test / name).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.fromarray((rng.random((12, 12)) * 255 * (ci + 1) / len(classes)).astype(np.uint8)).save(
+                test / name / f"x{i}.png")
+    return {"strategy": {"crossdomain": {"enabled": True, "multiplier": 1}},
+            "crossdomain": {"target": str(unlabelled),
+                            "model": {"steps": 4, "width": 4, "n_res": 1, "disc_width": 4, "batch_size": 4}},
+            "evaluate": {"target_test": str(test)}}

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augdag.params import load_params
+from augdag.params import deep_merge, load_params
 from augdag.storage import read_manifest
-from helpers import REPO, SMALL, make_project, run
+from helpers import REPO, SMALL, crossdomain_overrides, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,8 @@ def prefect_server():
 def flow_project(tmp_path_factory, prefect_server):
     from augdag.flows.pipeline import run_pipeline
 
-    proj = make_project(tmp_path_factory.mktemp("flow"), SMALL)
+    base = tmp_path_factory.mktemp("flow")
+    proj = make_project(base / "proj", deep_merge(SMALL, crossdomain_overrides(base)))
     results = run_pipeline(str(proj), workers=2)
     assert not any(r.get("skipped") for r in results.values())
     return proj
@@ -55,7 +56,8 @@ def flow_project(tmp_path_factory, prefect_server):
 
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory):
-    proj = make_project(tmp_path_factory.mktemp("dvc"), SMALL)
+    base = tmp_path_factory.mktemp("dvc")
+    proj = make_project(base / "proj", deep_merge(SMALL, crossdomain_overrides(base)))
     res = run(["dvc", "repro"], proj)
     assert ran_stages(res.stdout) == {"ingest", "strategy", "traditional", "mix", "generative", "crossdomain",
                                       "quality",
@@ -66,6 +68,8 @@ def dvc_project(tmp_path_factory):
 def test_flow_and_dvc_repro_write_identical_bytes(flow_project, dvc_project):
     a, b = out_hashes(flow_project), out_hashes(dvc_project)
     assert "finetune/model.safetensors" in a and "traditional/manifest.parquet" in a
+    # the crossdomain branch ran in both: its checkpoint, samples and reconstructions are the same bytes
+    assert {"crossdomain/cyclegan.safetensors", "crossdomain/cycle/manifest.parquet"} <= set(a)
     assert len(a) >= 25
     assert a == b
 
@@ -134,6 +138,11 @@ def test_lineage_and_replay_from_the_command_line(dvc_project):
     res = run(["augdag", "replay", sid, "--json"], dvc_project)
     out = json.loads(res.stdout)
     assert out["match"] and out["params_redrawn_match"] and out["replayed_hash"] == m.content_hash.iloc[0]
+    xd = read_manifest(dvc_project / "data" / "crossdomain")  # a translation: regenerated from its checkpoint
+    out = json.loads(run(["augdag", "replay", xd.sample_id.iloc[1], "--json"], dvc_project).stdout)
+    assert out["match"] and out["reconstruction_match"] and out["stage"] == "crossdomain"
+    chain = json.loads(run(["augdag", "lineage", xd.sample_id.iloc[1], "--json"], dvc_project).stdout)
+    assert [c["sample_id"] for c in chain] == [xd.sample_id.iloc[1], xd.parent_ids.iloc[1][0]]
     missing = run(["augdag", "replay", "no-such-sample"], dvc_project, check=False)
     assert missing.returncode == 2 and "not found" in missing.stderr
 
@@ -143,7 +152,8 @@ def test_the_model_stages_record_their_device_in_summary_lineage_and_report(dvc_
     summaries = {s: json.loads((data / s / "summary.json").read_text())
                  for s in ("ingest", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "finetune",
                            "evaluate")}
-    assert {s for s, v in summaries.items() if "device" in v} == {"generative", "quality", "finetune", "evaluate"}
+    assert {s for s, v in summaries.items() if "device" in v} == {"generative", "crossdomain", "quality", "finetune",
+                                                                  "evaluate"}
     assert {v["device"] for v in summaries.values() if "device" in v} == {"cpu"}
     assert summaries["finetune"]["precision"] == summaries["evaluate"]["precision"] == "fp32"
     made = read_manifest(data / "generative").sample_id.iloc[0]
@@ -160,7 +170,7 @@ def test_the_model_stages_record_their_device_in_summary_lineage_and_report(dvc_
 def test_verify_recomputes_the_pipeline_and_finds_a_flipped_byte(dvc_project, tmp_path):
     res = run(["augdag", "verify"], dvc_project)
     assert res.stdout.strip().endswith("verify: OK")
-    for stage in ("ingest", "traditional", "mix", "generative", "merge"):
+    for stage in ("ingest", "traditional", "mix", "generative", "crossdomain", "merge"):
         assert f"{stage}: " in res.stdout and "all match their hashes" in res.stdout
     assert "evaluate: recomputed in a scratch copy, outputs equal dvc.lock" in res.stdout
     # one byte of one stored traditional image flipped: verify names the sample and its shard, replay says the

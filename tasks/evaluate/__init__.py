@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from augdag import device, gx, tracking
 from augdag.adversarial import robust_accuracy
-from augdag.errors import ModelError
 from augdag.data import read_labelled_folder
+from augdag.errors import ModelError
 from augdag.layout import EXPECTATIONS, classes
 from augdag.log import logger
 from augdag.models import build_model
