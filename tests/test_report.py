@@ -78,7 +78,8 @@ def test_every_section_renders_from_a_real_run(project):
     assert not EXTERNAL.search(page), "no external resource at all"
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     # DAG: one box per stage, one edge per UPSTREAM pair, every stage ran, with the time run_stage recorded
-    assert _statuses(page) == {**{s: "ran" for s in STAGES[:-1]}, "generative": "off", "report": "this page"}
+    assert _statuses(page) == {**{s: "ran" for s in STAGES[:-1]}, "generative": "off", "crossdomain": "off",
+                              "report": "this page"}
     edges = set(re.findall(r'class="dag-edge" data-from="(\w+)" data-to="(\w+)"', page))
     assert edges == {(u, s) for s in STAGES for u in UPSTREAM[s]}
     times = dict(re.findall(r'data-stage="(\w+)" data-status="[^"]+">.*?class="timing"[^>]*>([^<]*)<', timed))
