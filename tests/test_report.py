@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from jinja2 import UndefinedError
 
@@ -19,7 +20,7 @@ from augdag import tasks
 from augdag.params import deep_merge, parse_params
 from augdag.storage import read_manifest
 from augdag.tasks import STAGES, UPSTREAM, report, run_stage
-from helpers import REPO, SMALL
+from helpers import REPO, SMALL, image_folder
 
 OVER = deep_merge(SMALL, {
     # the generative branch off: its VAE and feature statistics cost more than the rest (and "off" is a status)
@@ -113,6 +114,10 @@ def test_every_section_renders_from_a_real_run(project):
     assert "<th>FGSM</th>" in rob and "<th>PGD</th>" in rob and "ε 0.05" in rob
     assert f"{metrics['robustness']['fgsm']['0.05']:.3f}" in rob
     assert "missing: run augdag compare" in _section(page, "comparison")
+    # the crossdomain branch is off: its section says so, the samples section has no part for it
+    xd = _section(page, "crossdomain")
+    assert "id='crossdomain-off'" in xd and "crossdomain-triples" not in xd
+    assert "crossdomain" not in _section(page, "samples") and "id='domain-accuracy'" not in ev
 
 
 def test_weights_series_match_the_sources(project):
@@ -245,6 +250,126 @@ def test_report_before_any_run_says_so(tmp_path, capsys):
         assert f"missing: run the {stage} stage" in _section(page, sid)
     assert "missing: run the pipeline" in _section(page, "lineage") and "<script>" not in page
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- crossdomain
+
+def _target_folders(src: Path, tmp: Path) -> tuple[Path, Path]:
+    """The source images inverted: flat and unlabelled (crossdomain.target), and in class folders
+    (evaluate.target_test)."""
+    from PIL import Image, ImageOps
+
+    target, test = tmp / "target", tmp / "target_test"
+    target.mkdir()
+    for f in sorted(src.glob("*/*")):
+        inv = ImageOps.invert(Image.open(f).convert("L"))
+        inv.save(target / f"{f.parent.name}_{f.stem}.png")
+        (test / f.parent.name).mkdir(parents=True, exist_ok=True)
+        inv.save(test / f.parent.name / f"{f.stem}.png")
+    return target, test
+
+
+@pytest.fixture(scope="module")
+def xd_project(tmp_path_factory):
+    """A 3-class project with only the crossdomain branch (5 CycleGAN steps) and target-domain metrics."""
+    tmp = tmp_path_factory.mktemp("report-xd")
+    src = image_folder(tmp / "src")
+    target, test = _target_folders(src, tmp)
+    root = tmp / "project"
+    p = parse_params(deep_merge(SMALL, {
+        "ingest": {"source": str(src), "image_size": 16},
+        "strategy": {"mix": {"enabled": False}, "generative": {"enabled": False}, "crossdomain": {"enabled": True}},
+        "crossdomain": {"target": str(target),
+                        "model": {"steps": 5, "width": 4, "n_res": 1, "disc_width": 4, "batch_size": 4}},
+        "finetune": {"pretrained": False, "steps": 2, "eval_every": 1, "image_size": 16,
+                     "online_mix": {"enabled": False}},
+        "evaluate": {"target_test": str(test), "robustness": {"enabled": False}}}))
+    for stage in STAGES:
+        run_stage(stage, p, root)
+    return root, p, len(list(target.iterdir()))
+
+
+def test_crossdomain_triples_and_source_and_target_metrics(xd_project, tmp_path):
+    from augdag.layout import cycle_dir
+    from augdag.storage import StageData
+    from augdag.tasks.report.figures import png
+
+    root, p, n_target = xd_project
+    page = (root / "data" / "report" / "report.html").read_text(encoding="utf-8")
+    assert page == report.render(p, root, timings=False), "the page is a function of the outputs"
+    assert _statuses(page)["crossdomain"] == "ran" and "could not render" not in page
+    # the branch's summary figures
+    xd = _section(page, "crossdomain")
+    summary = json.loads((root / "data" / "crossdomain" / "summary.json").read_text())
+    assert summary["samples"] == 6 and summary["target_images"] == n_target == 18
+    assert (f"<b>6</b> raw train images translated by a CycleGAN (generator <code>{summary['generator_hash'][:16]}"
+            f"</code>) trained on <b>18</b> target images in {summary['train_seconds']:.1f} s") in xd
+    assert f"PSNR <b>{summary['cycle_psnr']:.2f}</b> dB, SSIM <b>{summary['cycle_ssim']:.3f}</b>" in xd
+    # the grid: grid_samples rows of source, translation, reconstruction, each with the gate's psnr/ssim
+    data = StageData(root / "data" / "crossdomain")
+    first = data.manifest.head(p.report.grid_samples)
+    rows = re.findall(r'<tr data-sample="([^"]+)">(.*?)</tr>', xd)
+    assert [sid for sid, _ in rows] == list(first.sample_id) and len(rows) == p.report.grid_samples == 4
+    raw = StageData(root / "data" / "ingest")
+    by_id = raw.manifest.set_index("sample_id", drop=False)
+    recs = StageData(cycle_dir(root), manifest=False).images(first)
+    gate = pd.concat([read_manifest(root / "data" / "quality", name)
+                      for name in ("manifest.parquet", "rejected.parquet")]).set_index("sample_id")
+    for (sid, row), (_, r), rec in zip(rows, first.iterrows(), recs):
+        imgs = re.findall(r'<img class="thumb" src="([^"]+)" alt="([^"]*)">', row)
+        parent = r.parent_ids[0]
+        assert imgs == [(png(raw.image(by_id.loc[parent])), parent), (png(data.image(r)), f"G({parent})"),
+                        (png(rec), f"F(G({parent}))")]
+        assert len({src for src, _ in imgs}) == 3, "source, translation and reconstruction differ"
+        scores = json.loads(gate.loc[sid, "scores"])
+        assert f"psnr {scores['psnr']:.3f}, ssim {scores['ssim']:.3f}<br>{gate.loc[sid, 'gate']}" in row
+    # the samples section shows the branch like the others; the gate names the translation
+    samples = _section(page, "samples")
+    assert "<h3>crossdomain branch</h3>" in samples and f'alt="{first.sample_id.iloc[0]}"' in samples
+    assert samples.count("<br>translation G</figcaption>") == 4
+    # evaluation: source (test split) and target domain side by side, and per class
+    ev = _section(page, "evaluation")
+    m = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
+    t = m["target"]
+    assert t["n_test"] == 18 and m["n_test"] == 9
+    table = ev[ev.index("id='domain-accuracy'"):ev.index("</table>", ev.index("id='domain-accuracy'"))]
+    assert (f"<tr><th class='left'>source (test split)</th><td>{m['accuracy']:.4f}</td><td>{m['macro_f1']:.4f}</td>"
+            f"<td>9</td></tr>") in table
+    assert (f"<tr><th class='left'>target (evaluate.target_test)</th><td>{t['accuracy']:.4f}</td>"
+            f"<td>{t['macro_f1']:.4f}</td><td>18</td></tr>") in table
+    per = ev[ev.index("id='class-accuracy'"):]
+    for c in ("circle", "square", "bar"):
+        assert re.search(rf"<tr><th class='left'>{c}</th><td>{m['per_class_accuracy'][c]:.3f}</td><td[^>]*>.*?</td>"
+                         rf"<td>{t['per_class_accuracy'][c]:.3f}</td>", per)
+    # a 2-step model may score the same on both domains: target numbers of their own land in the target cells
+    copy = _copy((root, p), tmp_path)
+    t = {**t, "accuracy": 0.123456, "macro_f1": 0.654321, "per_class_accuracy": {"circle": 0.25, "square": 0.5,
+                                                                                 "bar": 0.75}}
+    (copy / "data" / "evaluate" / "metrics.json").write_text(json.dumps({**m, "target": t}))
+    ev = _section(report.render(p, copy, timings=False), "evaluation")
+    assert ("<tr><th class='left'>target (evaluate.target_test)</th><td>0.1235</td><td>0.6543</td><td>18</td></tr>"
+            in ev)
+    assert re.search(rf"<th class='left'>square</th><td>{m['per_class_accuracy']['square']:.3f}</td><td[^>]*>.*?"
+                     r"</td><td>0.500</td><td style='width:160px'><div style='background:#ff7f0e;height:10px;"
+                     r"width:80px'></div></td></tr>", ev)
+
+
+def test_report_without_the_crossdomain_output_or_target_metrics(xd_project, tmp_path):
+    root, p, _ = xd_project
+    shutil.copytree(root / "data", tmp_path / "data")
+    root = tmp_path
+    shutil.rmtree(root / "data" / "crossdomain")  # a project from before the branch existed
+    metrics = json.loads((root / "data" / "evaluate" / "metrics.json").read_text())
+    (root / "data" / "evaluate" / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
+                                                                         if k != "target"}))
+    page = report.render(p, root, timings=False)
+    assert "could not render" not in page
+    assert "missing: run the crossdomain stage" in _section(page, "crossdomain")
+    assert "crossdomain" not in _section(page, "samples")
+    ev = _section(page, "evaluation")
+    assert "id='domain-accuracy'" not in ev and "target" not in ev
+    assert "<table id='class-accuracy'><tr><th>class</th><th>accuracy</th><th></th></tr>" in ev
+    assert f"<b>{metrics['accuracy']:.4f}</b>" in ev
 
 
 # ------------------------------------------------------------------------------------------ templates

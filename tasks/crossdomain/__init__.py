@@ -122,7 +122,7 @@ def run(p: Params, root: Path, **_) -> dict:
             cycle.close(frame=False)
             summary = {"enabled": True, "samples": w.count, "generator_hash": digest, "target_images": len(target),
                        "target_digest": target_digest, "train_seconds": round(seconds, 1),
-                       "losses": meta.get("losses", {}),
+                       "losses": meta.get("final_losses", {}),
                        **psnr_ssim(images[:sum(len(f) for f in fakes)], np.concatenate(recs)),
                        **device.describe(dev)}
             log.info("crossdomain: %d samples; %s", w.count, json.dumps({k: summary[k] for k in summary

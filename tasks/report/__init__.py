@@ -1,9 +1,11 @@
 """Report: one self-contained HTML page (images, plots and the lineage index inlined; opens with no network).
 
 Sections: the DAG with each stage's status and timing, the dataset, the quality gate (pass rates, score
-histograms, kept and rejected grids), sample grids, training (curve, source weights), evaluation
-(per-class accuracy, confusion matrix, robustness), the strategy comparison, and a lineage view (a
-search box over an inline index of samples and their ancestors, with one small inline script).
+histograms, kept and rejected grids), sample grids, the cross-domain branch (its summary, and each
+translation beside its source and cycle reconstruction), training (curve, source weights), evaluation
+(per-class accuracy, confusion matrix, robustness; source and target domain side by side when evaluate
+measured a target test folder), the strategy comparison, and a lineage view (a search box over an inline
+index of samples and their ancestors, with one small inline script).
 
 Every part reads only what exists: a missing input renders "missing: run the X stage", a part that
 cannot be read renders the error, and a report asked for before any run says so. The page is
@@ -79,6 +81,7 @@ def render(p: Params, root: Path, timings: bool = True) -> str:
              section("dataset", "Dataset", sections.dataset, root, str(p.ingest.source)),
              section("gate", "Quality gate", sections.gate, root, n, linked),
              section("samples", "Samples", sections.samples, root, n, linked),
+             section("crossdomain", "Cross-domain translation", sections.crossdomain, root, n, linked),
              section("training", "Training", sections.training, root),
              section("evaluation", "Test metrics", sections.evaluation, root),
              section("comparison", "Strategy comparison", sections.comparison, root),

@@ -17,6 +17,7 @@ import numpy as np
 from markupsafe import Markup
 
 from augdag import tracking
+from augdag.layout import cycle_dir
 from augdag.params import BRANCHES
 from augdag.storage import MANIFEST, StageData, read_json, read_manifest, try_read_json
 from augdag.tasks import STAGES, out_dir
@@ -25,6 +26,7 @@ from . import figures
 from .status import STATUS_CLASS, secs
 
 SCORE_NAMES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
+CROSSDOMAIN = "crossdomain"  # the branch that translates into a target domain (tasks/crossdomain)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ def grid(data: StageData, rows, n: int, with_params: bool = False, reason: bool 
         if with_params:
             q = json.loads(r.op_params or "{}")
             ops = (", ".join(o["op"] for o in q.get("ops", [])) or q.get("op")
+                   or (f"translation {q['translation']}" if "translation" in q else None)
                    or ("latent" if "latent_seed" in q else "identity"))
         figs.append({"id": r.sample_id, "linked": r.sample_id in linked, "ops": ops,
                      "reason": r.reason if reason else None, "img": figures.png(data.image(r))})
@@ -141,17 +144,80 @@ def gate(root: Path, n: int, linked: frozenset) -> dict | Missing:
 
 
 def samples(root: Path, n: int, linked: frozenset) -> dict:
+    """The first images of the raw train split and of each branch; the crossdomain branch only when it made
+    samples (its own section says when it is off or missing, and shows each translation beside its source)."""
     parts = []
     for stage, title, params in (("ingest", "raw train", False), ("traditional", "traditional branch", True),
-                                 ("mix", "mix branch", True), ("generative", "generative branch", True)):
+                                 ("mix", "mix branch", True), ("generative", "generative branch", True),
+                                 (CROSSDOMAIN, "crossdomain branch", True)):
         folder = out_dir(root, stage)
         if not (folder / MANIFEST).exists():
-            parts.append({"title": title, "missing": f"run the {stage} stage", "figs": None})
+            if stage != CROSSDOMAIN:
+                parts.append({"title": title, "missing": f"run the {stage} stage", "figs": None})
             continue
         data = StageData(folder)
+        if stage == CROSSDOMAIN and not len(data.manifest):
+            continue
         rows = data.manifest[data.manifest.split == "train"] if stage == "ingest" else data.manifest
         parts.append({"title": title, "missing": None, "figs": grid(data, rows, n, with_params=params, linked=linked)})
     return {"parts": parts}
+
+
+# ------------------------------------------------------------------------------------------ crossdomain
+
+def _gate_of(root: Path, branch: str) -> dict[str, tuple[str, str, dict]]:
+    """sample id -> (gate decision, reason, scores) for one branch's samples in the quality gate's manifests
+    (empty when the gate has not run)."""
+    folder = out_dir(root, "quality")
+    out: dict[str, tuple[str, str, dict]] = {}
+    for name in (MANIFEST, "rejected.parquet"):
+        if (folder / name).exists():
+            q = read_manifest(folder, name)
+            q = q[q.branch == branch]
+            for sid, g, why, sc in zip(q.sample_id, q.gate, q.gate_reason, q.scores):
+                out[sid] = (str(g), why if isinstance(why, str) else "", json.loads(sc or "{}"))
+    return out
+
+
+def crossdomain(root: Path, n: int, linked: frozenset) -> dict | Missing:
+    """The crossdomain branch: its summary (target images, training time, cycle PSNR/SSIM, final losses) and the
+    first n samples as triples: the source a (the raw parent), the translation G(a), the reconstruction F(G(a)),
+    with the gate's psnr/ssim of each (a against F(G(a)), what the gate checks) where the gate scored it."""
+    folder = out_dir(root, CROSSDOMAIN)
+    summary = read_json(folder / "summary.json")
+    if summary is None:
+        return Missing("run the crossdomain stage")
+    if not summary.get("enabled"):
+        return {"off": True, "summary": None, "losses": None, "triples": None}
+    num = lambda k, spec: "–" if summary.get(k) is None else format(summary[k], spec)  # noqa: E731
+    out = {"off": False, "summary": {
+        "samples": summary.get("samples", 0), "target_images": summary.get("target_images", "–"),
+        "train_seconds": "–" if summary.get("train_seconds") is None else secs(summary["train_seconds"]),
+        "cycle_psnr": num("cycle_psnr", ".2f"), "cycle_ssim": num("cycle_ssim", ".3f"),
+        "generator": str(summary.get("generator_hash") or "–")[:16]}}
+    losses = summary.get("losses") or {}
+    out["losses"] = ", ".join(f"{k} {_num(v)}" for k, v in losses.items()) or None
+    data = StageData(folder)
+    rows = data.manifest.head(n)
+    if not len(rows):
+        out["triples"] = []
+        return out
+    raw = StageData(out_dir(root, "ingest"))
+    parents = [ps[0] for ps in rows.parent_ids]
+    sources = raw.images_of(raw.lookup(parents, ["sample_id", "shard", "index", "height", "width", "channels"]))
+    fakes = data.images(rows)
+    recs = StageData(cycle_dir(root), manifest=False).images(rows)  # at the sample's shard and index
+    gate = _gate_of(root, CROSSDOMAIN)
+    out["triples"] = []
+    for sid, parent, a, b, c in zip(rows.sample_id, parents, sources, fakes, recs):
+        decision, reason, sc = gate.get(sid, (None, "", {}))
+        scores = ", ".join(f"{k} {_num(sc[k])}" for k in ("psnr", "ssim") if k in sc)
+        out["triples"].append({"id": sid, "parent": parent, "linked": sid in linked,
+                               "source": figures.png(a), "translation": figures.png(b),
+                               "reconstruction": figures.png(c), "scores": scores or "–",
+                               "gate": "not gated" if decision is None else decision + (f": {reason}" if reason
+                                                                                       else "")})
+    return out
 
 
 # ----------------------------------------------------------------------------- training / evaluation
@@ -215,7 +281,8 @@ def _shade(frac: float) -> str:
 
 
 def evaluation(root: Path) -> dict | Missing:
-    """Headline, accuracy per class, the confusion matrix, robustness per attack and epsilon."""
+    """Headline, accuracy per class, the confusion matrix, robustness per attack and epsilon; with target-domain
+    metrics (evaluate.target_test), source and target accuracy and macro-F1 side by side, and per class."""
     folder = out_dir(root, "evaluate")
     metrics = read_json(folder / "metrics.json")
     if not metrics:
@@ -227,6 +294,18 @@ def evaluation(root: Path) -> dict | Missing:
     order = [c for c in (classes(root) or []) if c in per]
     per = {c: per[c] for c in order + [c for c in per if c not in order]}  # in class-index order
     out["per_class"] = [{"name": c, "accuracy": f"{a:.3f}", "bar": f"{160 * a:.0f}"} for c, a in per.items()]
+    target = metrics.get("target")
+    out["domains"] = None
+    if isinstance(target, dict):  # evaluate.target_test: the same scores on a labelled target-domain folder
+        out["domains"] = [
+            {"name": "source (test split)", "accuracy": out["headline"]["accuracy"],
+             "macro_f1": out["headline"]["macro_f1"], "n": metrics["n_test"]},
+            {"name": "target (evaluate.target_test)", "accuracy": f"{target['accuracy']:.4f}",
+             "macro_f1": f"{target['macro_f1']:.4f}", "n": target.get("n_test", "–")}]
+        tper = target.get("per_class_accuracy") or {}
+        for c in out["per_class"]:
+            a = tper.get(c["name"])
+            c["target"] = None if a is None else {"accuracy": f"{a:.3f}", "bar": f"{160 * a:.0f}"}
     conf = read_json(folder / "confusion.json")
     if conf:
         mat = np.asarray(conf["matrix"], dtype=float)
