@@ -214,12 +214,16 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
     gate = read_json(data / "quality" / "summary.json") or {}
     pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
                  if isinstance(v, dict) and v.get("in")}
+    xd = read_json(data / "crossdomain" / "summary.json") if (data / "crossdomain").is_dir() else None
+    translation = {k: xd[k] for k in ("train_seconds", "cycle_psnr", "cycle_ssim", "losses") if k in xd} \
+        if xd and xd.get("samples") else None
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "target_accuracy": (metrics.get("target") or {}).get("accuracy"),
             "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
             "robustness": metrics.get("robustness"), "gate_pass_rate": pass_rate,
-            "stage_seconds": stage_seconds, "seconds": seconds}
+            "stage_seconds": stage_seconds, "seconds": seconds,
+            **({"crossdomain": translation} if translation else {})}
 
 
 def record_path(out: str | Path, strategy: str, seed: int, h: str) -> Path:

@@ -221,9 +221,9 @@ class CycleGANConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    width: int = Field(default=32, ge=4, le=256, description="channels of a generator's first conv (then 2x, 4x)")
+    width: int = Field(default=16, ge=4, le=256, description="channels of a generator's first conv (then 2x, 4x)")
     n_res: int = Field(default=4, ge=1, le=16, description="residual blocks at a generator's bottleneck")
-    disc_width: int = Field(default=32, ge=4, le=256, description="channels of a PatchGAN discriminator's first conv")
+    disc_width: int = Field(default=16, ge=4, le=256, description="channels of a PatchGAN discriminator's first conv")
     steps: int = Field(default=1200, ge=1, le=1_000_000, description="optimiser steps (each updates G, F and both D)")
     batch_size: int = Field(default=16, ge=1, le=4096,
                             description="images per domain per step (drawn with replacement)")
