@@ -25,8 +25,8 @@ from augdag.env import set_offline
 set_offline()
 
 import yaml  # noqa: E402
-
 from _util import REPO, machine_line  # noqa: E402
+
 from augdag import compare  # noqa: E402
 from augdag.params import deep_merge  # noqa: E402
 
