@@ -80,7 +80,8 @@ STRATEGIES: dict[str, dict] = {
 }
 # The other branches with every filter check off; their gated form is the plain strategy name.
 STRATEGIES.update({f"{name}_nogate": deep_merge(STRATEGIES[name], NOGATE)
-                   for name in ("mix", "mixup_offline", "cutmix_offline", "generative", "all")})
+                   for name in ("mix", "mixup_offline", "cutmix_offline", "generative", "all", "crossdomain",
+                                "crossdomain_traditional")})
 
 # Unlabelled images per class a consistency strategy draws when params.yaml has none (a small folder sets
 # its own ingest.n_unlabelled_per_class instead, as many as its classes have to spare).
@@ -215,8 +216,10 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
     pass_rate = {b: v.get("pass_rate", 1.0 if v.get("kept") == v.get("in") else None) for b, v in gate.items()
                  if isinstance(v, dict) and v.get("in")}
     xd = read_json(data / "crossdomain" / "summary.json") if (data / "crossdomain").is_dir() else None
-    translation = {k: xd[k] for k in ("train_seconds", "cycle_psnr", "cycle_ssim", "losses") if k in xd} \
-        if xd and xd.get("samples") else None
+    translation = None
+    if xd and xd.get("samples"):  # the CycleGAN's figures, and which gate checks rejected its translations
+        translation = {k: xd[k] for k in ("train_seconds", "cycle_psnr", "cycle_ssim", "losses") if k in xd}
+        translation["rejected_by"] = (gate.get("crossdomain") or {}).get("rejected_by", {})
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "target_accuracy": (metrics.get("target") or {}).get("accuracy"),
