@@ -125,3 +125,25 @@ def test_mix_branch_end_to_end_with_replay_and_online_finetune(tmp_path):
     chain = tasks.chain(tmp_path, m.sample_id.iloc[0])
     assert len(chain) == 3 and {c["stage"] for c in chain} == {"mix", "ingest"}
     assert (tmp_path / "data" / "finetune" / "model.safetensors").exists()
+
+
+def test_a_mix_chunk_reads_its_parents_at_once_and_makes_make_variants_bytes(tmp_path):
+    """The stage's chunk (parents and partners in one indexed read per shard) equals the replayable unit,
+    make_variant, sample by sample, over raw shards of a few images each."""
+    from augdag.storage import StageData
+    from augdag.tasks import mix
+
+    p = parse_params({"ingest": {"n_per_class": 3, "n_val_per_class": 1, "n_test_per_class": 1, "shard_size": 4},
+                      "mix": {"mode": "both"}})
+    for stage in ("ingest", "strategy"):
+        run_stage(stage, p, tmp_path)
+    raw, train = mix._train(tmp_path)
+    assert raw.manifest.shard.nunique() > 3
+    items = [(sid, k) for sid in train.sample_id for k in range(2)]
+    got = mix._chunk((p, tmp_path, items))
+    index = mix.TrainIndex(p, train, 10)
+    want = [mix.make_variant(p, sid, k, index, StageData(tmp_path / "data" / "ingest")) for sid, k in items]
+    assert len(got) == len(want) == 60
+    for (gi, gf), (wi, wf) in zip(got, want):
+        assert gi.tobytes() == wi.tobytes() and gf == wf
+    assert {json.loads(f["op_params"])["op"] for _, f in got} == {"mixup", "cutmix"}

@@ -29,38 +29,64 @@ def _train(root: Path):
     return raw, train
 
 
+PLACE = ("sample_id", "shard", "index", "height", "width", "channels")  # the columns that locate an image
+
+
 class TrainIndex:
-    """The train split once per chunk: row of each id and the partner pools (no per-sample scans)."""
+    """The train split once per chunk, as column arrays: row of each id and the partner pools (no per-sample
+    scans, no pandas row per parent)."""
 
     def __init__(self, p: Params, train, n_classes: int):
-        self.train, self.n_classes = train, n_classes
+        self.n_classes = n_classes
         self.labels = train.label.to_numpy(dtype=np.int64)
-        self.row = {sid: i for i, sid in enumerate(train.sample_id)}
+        self.cols = {c: train[c].to_numpy() for c in (*PLACE, "source")}
+        self.row = {sid: i for i, sid in enumerate(self.cols["sample_id"])}
         self.pools = mixing.PartnerPools(p.mix.pairing, self.labels)
 
+    def place(self, rows) -> dict:
+        """The locating columns of train rows `rows` (StageData.images_of's input)."""
+        return {c: self.cols[c][rows] for c in PLACE}
 
-def make_variant(p: Params, parent_id: str, k: int, index: TrainIndex, image_of) -> tuple:
-    """(image, fields) of variant k of one parent: the replayable unit."""
-    train, labels = index.train, index.labels
+
+def draw_variant(p: Params, parent_id: str, k: int, index: TrainIndex) -> tuple[int, int, dict, int]:
+    """(row of the parent, row of its partner, mix params, sample seed) of variant k of one parent."""
     i = index.row[parent_id]
     sample_seed = derive_seed(p.seed, BRANCH, parent_id, k)
     g = np.random.Generator(np.random.PCG64(sample_seed))
     partner = index.pools.pick(i, g)
-    a, b = image_of(train.iloc[i]), image_of(train.iloc[partner])
-    params = mixing.draw(p.mix, g, *a.shape[:2])
-    la, lb = int(labels[i]), int(labels[partner])
-    return mixing.apply(a, b, params), dict(
+    h, w = int(index.cols["height"][i]), int(index.cols["width"][i])
+    return i, partner, mixing.draw(p.mix, g, h, w), sample_seed
+
+
+def fields_of(parent_id: str, k: int, i: int, partner: int, params: dict, seed: int, index: TrainIndex) -> dict:
+    la, lb = int(index.labels[i]), int(index.labels[partner])
+    return dict(
         sample_id=f"{parent_id}~mix{k}", split="train", branch=BRANCH, label=la if params["lam"] >= 0.5 else lb,
         soft_label=mixing.soft_label(la, lb, params["lam"], index.n_classes),
-        parent_ids=[parent_id, train.sample_id.iloc[partner]],
-        source=train.source.iloc[i], op_params=json.dumps(params), seed=sample_seed)
+        parent_ids=[parent_id, str(index.cols["sample_id"][partner])],
+        source=index.cols["source"][i], op_params=json.dumps(params), seed=seed)
+
+
+def make_variant(p: Params, parent_id: str, k: int, index: TrainIndex, raw: StageData) -> tuple:
+    """(image, fields) of variant k of one parent: the replayable unit."""
+    i, partner, params, seed = draw_variant(p, parent_id, k, index)
+    a, b = raw.images_of(index.place([i, partner]))
+    return mixing.apply(a, b, params), fields_of(parent_id, k, i, partner, params, seed, index)
 
 
 def _chunk(args):
+    """A chunk's variants, as make_variant makes them, with every parent and partner read in one indexed copy
+    per shard."""
     p, root, items = args
     raw, train = _train(root)
     index = TrainIndex(p, train, len(classes(root)))
-    return [make_variant(p, parent_id, k, index, raw.image) for parent_id, k in items]
+    drawn = [draw_variant(p, parent_id, k, index) for parent_id, k in items]
+    rows = np.unique(np.array([r for d in drawn for r in d[:2]], dtype=np.int64))
+    pos = {r: j for j, r in enumerate(rows.tolist())}
+    images = raw.images_of(index.place(rows))
+    return [(mixing.apply(images[pos[i]], images[pos[partner]], params),
+             fields_of(parent_id, k, i, partner, params, seed, index))
+            for (parent_id, k), (i, partner, params, seed) in zip(items, drawn)]
 
 
 def _check(p: Params, root: Path) -> None:
@@ -85,7 +111,7 @@ def replay(root: Path, r: dict, params: Params | None = None) -> dict:
         train = raw.manifest[raw.manifest.split == "train"].reset_index(drop=True)
         parent_id, k = r["sample_id"].rsplit("~mix", 1)
         index = TrainIndex(params, train, len(r["soft_label"]))
-        _, fields = make_variant(params, parent_id, int(k), index, raw.image)
+        _, fields = make_variant(params, parent_id, int(k), index, raw)
         out["params_redrawn_match"] = json.loads(fields["op_params"]) == r["op_params"] and \
             fields["parent_ids"] == r["parent_ids"]
     return out
