@@ -218,7 +218,8 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
     xd = read_json(data / "crossdomain" / "summary.json") if (data / "crossdomain").is_dir() else None
     translation = None
     if xd and xd.get("samples"):  # the CycleGAN's figures, and which gate checks rejected its translations
-        translation = {k: xd[k] for k in ("train_seconds", "cycle_psnr", "cycle_ssim", "losses") if k in xd}
+        translation = {k: xd[k] for k in ("cycle_psnr", "cycle_ssim", "losses") if k in xd}
+        translation["seconds"] = stage_seconds.get("crossdomain")  # training and translating
         translation["rejected_by"] = (gate.get("crossdomain") or {}).get("rejected_by", {})
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],

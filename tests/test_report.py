@@ -303,7 +303,7 @@ def test_crossdomain_triples_and_source_and_target_metrics(xd_project, tmp_path)
     summary = json.loads((root / "data" / "crossdomain" / "summary.json").read_text())
     assert summary["samples"] == 6 and summary["target_images"] == n_target == 18
     assert (f"<b>6</b> raw train images translated by a CycleGAN (generator <code>{summary['generator_hash'][:16]}"
-            f"</code>) trained on <b>18</b> target images in {summary['train_seconds']:.1f} s") in xd
+            f"</code>) trained on <b>18</b> target images;") in xd
     assert f"PSNR <b>{summary['cycle_psnr']:.2f}</b> dB, SSIM <b>{summary['cycle_ssim']:.3f}</b>" in xd
     # the grid: grid_samples rows of source, translation, reconstruction, each with the gate's psnr/ssim
     data = StageData(root / "data" / "crossdomain")

@@ -192,7 +192,6 @@ def crossdomain(root: Path, n: int, linked: frozenset) -> dict | Missing:
     num = lambda k, spec: "–" if summary.get(k) is None else format(summary[k], spec)  # noqa: E731
     out = {"off": False, "summary": {
         "samples": summary.get("samples", 0), "target_images": summary.get("target_images", "–"),
-        "train_seconds": "–" if summary.get("train_seconds") is None else secs(summary["train_seconds"]),
         "cycle_psnr": num("cycle_psnr", ".2f"), "cycle_ssim": num("cycle_ssim", ".3f"),
         "generator": str(summary.get("generator_hash") or "–")[:16]}}
     losses = summary.get("losses") or {}
