@@ -273,8 +273,9 @@ def test_dask_runner_gives_the_local_runners_bytes(flow_project, tmp_path_factor
 
     from augdag.flows.pipeline import run_pipeline
 
-    dask = make_project(tmp_path_factory.mktemp("dask"),
-                        {**SMALL, "runner": {"kind": "dask", "n_workers": 2, "chunk_size": 4}})
+    base = tmp_path_factory.mktemp("dask")  # flow_project's params, its crossdomain folders written here alike
+    dask = make_project(base / "proj", deep_merge(deep_merge(SMALL, crossdomain_overrides(base)),
+                                                  {"runner": {"kind": "dask", "n_workers": 2, "chunk_size": 4}}))
     results = run_pipeline(str(dask), workers=2)
     assert not any(r.get("skipped") for r in results.values())
     a, b = out_hashes(flow_project), out_hashes(dask)
