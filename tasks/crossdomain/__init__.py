@@ -104,7 +104,7 @@ def run(p: Params, root: Path, **_) -> dict:
             digest = cyclegan.save_cyclegan(state, meta, tmp / CHECKPOINT)
             model = cyclegan.load_cyclegan(tmp / CHECKPOINT).to(dev)
             bar = Progress(BRANCH, len(train))
-            fakes, recs = [], []
+            recs: list[np.ndarray] = []  # the first batches' reconstructions, for the summary's cycle figures
             step = 256
             for s in range(0, len(train), step):
                 part = train.iloc[s:s + step]
@@ -115,8 +115,7 @@ def run(p: Params, root: Path, **_) -> dict:
                                   seed=seed, generator_hash=digest)
                     w.add(f, sample_id=sample_id(sid), **fields)
                     cycle.add(r, sample_id=sample_id(sid), **{**fields, "op_params": RECONSTRUCTION})
-                if len(fakes) < 16:  # a few for the summary's cycle figures (the gate scores every sample)
-                    fakes.append(fake)
+                if len(recs) < 16:  # the gate scores every sample; these figures are the branch's at a glance
                     recs.append(rec)
                 bar.update(len(part))
             w.close(frame=False)
@@ -124,7 +123,7 @@ def run(p: Params, root: Path, **_) -> dict:
             summary = {"enabled": True, "samples": w.count, "generator_hash": digest, "target_images": len(target),
                        "target_digest": target_digest,
                        "losses": meta.get("final_losses", {}),
-                       **psnr_ssim(images[:sum(len(f) for f in fakes)], np.concatenate(recs)),
+                       **psnr_ssim(images[:sum(len(r) for r in recs)], np.concatenate(recs)),
                        **device.describe(dev)}
             log.info("crossdomain: %d samples; %s", w.count, json.dumps({k: summary[k] for k in summary
                                                                            if k.startswith("cycle_")}))
