@@ -221,7 +221,8 @@ def test_refusals(project, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     ex.export(project, "merge", "webdataset", empty)  # an empty folder is fine without --overwrite
-    for bad, match in [(dict(stage="nope"), "unknown stage 'nope'.*ingest, traditional, mix, generative, merge"),
+    for bad, match in [(dict(stage="nope"), "unknown stage 'nope'.*ingest, traditional, mix, generative,"
+                                                               " crossdomain, merge"),
                        (dict(stage="quality"), "no samples of its own"),
                        (dict(stage="mix"), "has no output yet"),
                        (dict(fmt="parquet"), "unknown format 'parquet'.*imagefolder, hf, webdataset"),
