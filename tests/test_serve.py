@@ -308,12 +308,12 @@ def test_stage_tables_report_link_and_logs_reach_prefect(served, pipeline_run):
 
     quality = json.loads(by_key["augdag-quality-table"].data)
     summary = json.loads((proj / "data" / "quality" / "summary.json").read_text())
-    assert [r["branch"] for r in quality] == ["traditional", "mix", "generative"]
+    assert [r["branch"] for r in quality] == ["traditional", "mix", "generative", "crossdomain"]  # off: in 0
     for r in quality:
         s = summary[r["branch"]]
         assert ((r["in"], r["kept"], r["rejected"], r["pass_rate"])
                 == (s["in"], s["kept"], s["rejected"], s["pass_rate"]))
-        assert r["in"] > 0 and r["kept"] + r["rejected"] == r["in"]
+        assert (r["in"] > 0) == (r["branch"] != "crossdomain") and r["kept"] + r["rejected"] == r["in"]
     merge = json.loads(by_key["augdag-merge-table"].data)
     assert merge[0]["source"] == "raw" and abs(sum(r["mass"] for r in merge) - 1.0) < 1e-5
     finetune = {r["figure"]: r["value"] for r in json.loads(by_key["augdag-finetune-table"].data)}

@@ -327,16 +327,17 @@ def write_gate(root: Path, parts, summary: dict, results: Path, dev: dict) -> di
                 w.write(frame)
         for w in writers:
             w.close()
+        branches = [b for b in BRANCHES if b in summary]  # the modality's branches (texts have no crossdomain)
         docs = None
-        if any(summary[b]["in"] for b in BRANCHES):
+        if any(summary[b]["in"] for b in branches):
             try:
                 docs = gx.build_data_docs(results, out_dir(root, "validation") / "quality-docs")
             except Exception as err:  # Data Docs are a view; a rendering failure must not drop the gate's results
                 log.warning("quality: GE Data Docs not built: %s", err)
         metrics = {b: {**{k: summary[b][k] for k in ("in", "kept", "rejected", "pass_rate")},
                        **({"scores": summary[b]["score_summary"]} if summary[b].get("score_summary") else {})}
-                   for b in BRANCHES}
+                   for b in branches}
         write_json(tmp / "summary.json", {**summary, **dev})
         write_json(tmp / "metrics.json", metrics)
     log.info("quality: %s%s", json.dumps(metrics), f"; Data Docs: {docs}" if docs else "")
-    return {b: {k: summary[b][k] for k in ("in", "kept", "rejected")} for b in BRANCHES}
+    return {b: {k: summary[b][k] for k in ("in", "kept", "rejected")} for b in branches}
