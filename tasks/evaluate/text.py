@@ -47,6 +47,7 @@ def evaluate(p: Params, root: Path) -> dict:
         write_json(tmp / "confusion.json", {"classes": names, "matrix": ev["confusion"]})
         write_text(tmp / "predictions.csv", _csv(preds, ["sample_id", "actual", "predicted", "confidence"]))
         write_text(tmp / "robustness.csv", _csv([], ["attack", "epsilon", "accuracy", "n"]))
+        write_text(tmp / "target_predictions.csv", _csv([], ["file", "actual", "predicted"]))  # images only
         summary = {**metrics, "modality": "text", "per_class": ev["per_class"],
                    "robustness": "not measured for text (the attacks perturb pixels)", **device.describe(dev)}
         write_json(tmp / "summary.json", summary)
