@@ -49,7 +49,7 @@ from torch import nn
 
 from augdag import cancel
 from augdag.errors import DataError, ModelError, StorageError
-from augdag.generative import file_hash
+from augdag.generative import file_hash, read_checkpoint
 from augdag.params import CycleGANConfig
 from augdag.seeding import derive_seed
 
@@ -393,24 +393,8 @@ class CycleGAN:
 
 def load_cyclegan(path: str | Path) -> CycleGAN:
     """Load an augdag CycleGAN checkpoint (safetensors only: nothing is unpickled), in eval mode on the CPU."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise ModelError(f"{path}: CycleGAN checkpoints must be .safetensors files written by augdag "
-                         f"(got suffix {path.suffix!r}; pickled files are never loaded)")
-    if not path.is_file():
-        raise ModelError(f"{path}: CycleGAN checkpoint does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises SafetensorError, OSError, ValueError... on a foreign file
-        raise ModelError(f"{path}: not a readable safetensors file: {err}") from None
-    try:
-        meta = json.loads(raw) if raw is not None else None
-    except ValueError:
-        meta = None
+    state, meta = read_checkpoint(path, META_KEY, "CycleGAN")
     _check_meta(meta, path)
     return CycleGAN(_check_state(state, meta, path), meta)
 

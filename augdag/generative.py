@@ -340,19 +340,20 @@ def _to_uint8(logits: torch.Tensor, size: int) -> np.ndarray:
     return res.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def load_generator(path: str | Path) -> Generator:
-    """Load an augdag generator checkpoint (safetensors only: nothing is unpickled)."""
+def read_checkpoint(path: str | Path, meta_key: str, what: str) -> tuple[dict, dict | None]:
+    """(tensors, the JSON metadata under `meta_key` or None) of an augdag safetensors checkpoint; nothing is
+    unpickled. ModelError naming the file for another suffix, a missing file or an unreadable one."""
     from safetensors import safe_open
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
-        raise ModelError(f"{path}: generator checkpoints must be .safetensors files written by augdag "
+        raise ModelError(f"{path}: {what} checkpoints must be .safetensors files written by augdag "
                          f"(got suffix {path.suffix!r}; pickled files are never loaded)")
     if not path.is_file():
-        raise ModelError(f"{path}: generator checkpoint does not exist")
+        raise ModelError(f"{path}: {what} checkpoint does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
+            raw = (f.metadata() or {}).get(meta_key)
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises SafetensorError, OSError, ValueError... on a foreign file
         raise ModelError(f"{path}: not a readable safetensors file: {err}") from None
@@ -360,6 +361,13 @@ def load_generator(path: str | Path) -> Generator:
         meta = json.loads(raw) if raw is not None else None
     except ValueError:
         meta = None
+    return state, meta
+
+
+def load_generator(path: str | Path) -> Generator:
+    """Load an augdag generator checkpoint (safetensors only: nothing is unpickled)."""
+    path = Path(path)
+    state, meta = read_checkpoint(path, META_KEY, "generator")
     _check_meta(meta, path)
     return Generator(_check_state(state, meta, path))
 

@@ -106,3 +106,19 @@ def crossdomain_overrides(root: Path, classes=("Trouser", "Bag")) -> dict:
             "crossdomain": {"target": str(unlabelled),
                             "model": {"steps": 4, "width": 4, "n_res": 1, "disc_width": 4, "batch_size": 4}},
             "evaluate": {"target_test": str(test)}}
+
+
+def torch_threads(n: int):
+    """A module-scoped autouse fixture that pins torch's thread count to `n` and restores it afterwards (float
+    results, and so bytes, are promised at a given thread count):  fixed_threads = torch_threads(2)"""
+    import pytest
+    import torch
+
+    @pytest.fixture(autouse=True, scope="module")
+    def fixture():
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        yield
+        torch.set_num_threads(before)
+
+    return fixture

@@ -15,18 +15,12 @@ from augdag.errors import ModelError
 from augdag.models import normalize, preprocess, to_unit
 from augdag.params import RobustnessParams, parse_params
 from augdag.tasks import run_stage
-from helpers import SMALL
+from helpers import SMALL, torch_threads
 
 K, S = 3, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread is faster and does not fight other processes for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1)  # tiny models: one thread is faster and leaves the other cores alone
 
 
 def synthetic(n_per_class: int, seed: int = 0):

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from augdag import cyclegan, imquality
@@ -17,18 +16,13 @@ from augdag.layout import cycle_dir
 from augdag.params import deep_merge, parse_params
 from augdag.storage import StageData, content_hash, read_manifest
 from augdag.tasks import crossdomain, replay, run_stage
-from helpers import SMALL, crossdomain_overrides, image_folder
+from helpers import SMALL, crossdomain_overrides, image_folder, torch_threads
 
 STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "finetune",
           "evaluate"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fixed_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+fixed_threads = torch_threads(2)
 
 
 def _over(base: Path) -> dict:

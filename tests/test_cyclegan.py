@@ -15,18 +15,13 @@ from augdag.cyclegan import (
     train_cyclegan,
 )
 from augdag.errors import DataError, ModelError
+from helpers import torch_threads
 
 THREADS = 2
 TINY = CycleGANConfig(width=4, n_res=1, disc_width=4, steps=3, batch_size=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fixed_threads():
-    """Bytes are promised identical at the same thread count; pin it here and restore it afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+fixed_threads = torch_threads(THREADS)
 
 
 def noise(n, shape, seed):

@@ -27,17 +27,12 @@ from augdag.generative import (
 from augdag.params import parse_params
 from augdag.storage import read_manifest
 from augdag.tasks import run_stage
+from helpers import torch_threads
 
 THREADS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fixed_threads():
-    """Bytes are promised identical at the same thread count; pin it here and restore it afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+fixed_threads = torch_threads(THREADS)
 
 
 def bars(n_per_class=16, size=16):
