@@ -72,6 +72,7 @@ def score_job(args) -> dict[str, np.ndarray]:
         torch.set_num_threads(threads)
     data = StageData(out_dir(root, branch), manifest=False)
     raw = StageData.shared(out_dir(root, "ingest"))
+    cycle = StageData(cycle_dir(root), manifest=False) if branch == "crossdomain" else None  # once: its maps stay
     cols = {k: np.full(len(rows), np.nan) for k in ("psnr", "ssim", "in_frame", "label_prob")}
     for start in range(0, len(rows), CHUNK):
         part = rows.iloc[start:start + CHUNK]
@@ -92,7 +93,7 @@ def score_job(args) -> dict[str, np.ndarray]:
             cols["psnr"][sl], cols["ssim"][sl] = sc["psnr"], sc["ssim"]
         elif branch == "crossdomain":  # the source against its cycle reconstruction, stored at the sample's place
             sources = np.stack(_parent_images(raw, part, 0))
-            recs = StageData(cycle_dir(root), manifest=False).images(part)
+            recs = cycle.images(part)
             cols["psnr"][sl] = imquality.psnr_batch(recs, sources)
             cols["ssim"][sl] = imquality.ssim_batch(recs, sources)
     return cols
