@@ -36,13 +36,15 @@ GATED = {"quality": {"modes": {c: "filter" for c in OFF}}}
 
 def _branches(traditional: int = 0, mix: int = 0, generative: int = 0, crossdomain: int = 0) -> dict:
     """Every branch pinned: on with that multiplier, or off. Online augmentation pinned off too, so a
-    strategy means the same thing whatever params.yaml turns on (with params.yaml's defaults the pinned
-    values are the defaults, so this resolves exactly as bench/seeds.py's shorter overrides did)."""
+    strategy means the same thing whatever params.yaml turns on (the text classifier's knowledge-graph
+    enrichment too; with params.yaml's defaults the pinned values are the defaults, so this resolves exactly
+    as bench/seeds.py's shorter overrides did)."""
     plan = {name: ({"enabled": True, "multiplier": m} if m else {"enabled": False, "multiplier": 1})
             for name, m in (("traditional", traditional), ("mix", mix), ("generative", generative),
                             ("crossdomain", crossdomain))}
     return deep_merge(GATED, {"strategy": plan,
-                              "finetune": {"online_mix": {"enabled": False}, "online_augment": "none"}})
+                              "finetune": {"online_mix": {"enabled": False}, "online_augment": "none"},
+                              "text": {"kg": {"embed_weight": 0.0}}})
 
 
 def _gate(*on: str) -> dict:
@@ -72,6 +74,12 @@ STRATEGIES: dict[str, dict] = {
     "fixmatch": deep_merge(_branches(), {"finetune": {"consistency": {"enabled": True}}}),
     "fixmatch_trivial": deep_merge(_branches(), {"finetune": {"consistency": {"enabled": True},
                                                               "online_augment": "trivial_augment_wide"}}),
+    # texts (modality: text): knowledge-graph enrichment of the classifier's embedding (the source document's
+    # weight 0.3), and the traditional branch with the entity rewrite alone (docs/text.md)
+    "kg_embed": deep_merge(_branches(), {"text": {"kg": {"embed_weight": 0.3}}}),
+    "kg_rewrite_x4": deep_merge(_branches(traditional=4), {"text": {"traditional": {"ops": {
+        op: {"p": 1.0 if op == "entity" else 0.0} for op in ("entity", "synonym", "tfidf_replace", "insert",
+                                                               "swap", "delete")}}}}),
     "traditional_nogate": _gate(),
     "traditional_gate": _gate(*OFF),
     "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),

@@ -10,6 +10,11 @@ Training items are texts or ``Pair(text_a, text_b, lam)``: a pair's pooled embed
 lam-mix of the parents' labels (``pair_target``). Targets are probability vectors (a hard label
 becomes one-hot) and the loss is soft-target cross-entropy.
 
+Knowledge-graph enrichment (``fine_tune(..., kg=...)``, params ``text.kg.embed_weight``): the pooled
+embedding e of a text becomes ``||e|| * l2n(l2n(e) + w * sum of its entity vectors)`` (augdag.text.kg) before
+the dropout and the head, in training and in prediction; the settings are saved with the model, so a loaded
+model links new texts the same way (it needs the prepared WordNet and the encoder the vectors came from).
+
 Per-sample weights work as in the image fine-tune's static sampling: each step draws
 ``batch_size`` items with replacement, with probability proportional to their weight, from
 ``augdag.seeding.rng(seed, "text-finetune", "batch", step)``. A zero-weight item is never drawn,
@@ -149,21 +154,47 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(bert.config.hidden_size, len(classes))
         self.train_config: dict = {}
+        self.kg: dict | None = None  # knowledge-graph enrichment settings (set_kg), saved with the model
+        self._linker = None
+
+    def set_kg(self, settings: dict | None) -> None:
+        """Feed the head the enriched embedding of augdag.text.kg (settings: weight, max_senses, min_similarity,
+        max_entities, encoder_path); None or weight 0 = off."""
+        if not settings or not settings.get("weight"):
+            self.kg, self._linker = None, None
+            return
+        from augdag.text import kg
+
+        need = {"weight", "max_senses", "min_similarity", "max_entities", "encoder_path"}
+        if set(settings) != need:
+            raise ModelError(f"knowledge-graph settings must have the keys {sorted(need)}, got {sorted(settings)}")
+        self.kg = dict(settings)
+        self._linker = kg.default_linker(int(settings["max_senses"]), float(settings["min_similarity"]),
+                                         int(settings["max_entities"]), settings["encoder_path"])
+
+    def _enrich(self, texts: Sequence[str], e: torch.Tensor) -> torch.Tensor:
+        if self.kg is None:
+            return e
+        from augdag.text import kg
+
+        sums = torch.from_numpy(np.stack([self._linker.entity_sum(t) for t in texts])).to(e.device)
+        return kg.enrich(e, sums, float(self.kg["weight"]))
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
     def pooled(self, texts: Sequence[str]) -> torch.Tensor:
-        """Pooled states of a padded batch (training path, with gradients)."""
-        return encoder.encode_batch(self.encoder, self.tokenizer, texts, self.max_length)
+        """Pooled states of a padded batch (training path, with gradients), enriched when set_kg is on."""
+        return self._enrich(texts, encoder.encode_batch(self.encoder, self.tokenizer, texts, self.max_length))
 
     def pooled_unpadded(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Pooled states without padding (batch-independent), no gradients."""
         was = self.encoder.training
         self.encoder.eval()
         try:
-            return encoder.pooled_unpadded(self.encoder, self.tokenizer, texts, batch_size, self.max_length)
+            e = encoder.pooled_unpadded(self.encoder, self.tokenizer, texts, batch_size, self.max_length)
+            return self._enrich(texts, e)
         finally:
             self.encoder.train(was)
 
@@ -207,7 +238,7 @@ class TextClassifier(nn.Module):
         config = {"format": FORMAT, "version": FORMAT_VERSION, "classes": self.classes,
                   "max_length": self.max_length, "dropout": self.dropout.p,
                   "hidden_size": self.encoder.config.hidden_size, "pooling": "mean",
-                  "encoder_config": self.encoder.config.to_diff_dict(), "train": self.train_config}
+                  "encoder_config": self.encoder.config.to_diff_dict(), "train": self.train_config, "kg": self.kg}
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = json.dumps({"format": FORMAT, "classes": self.classes}, sort_keys=True)
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"augdag": meta})
@@ -247,6 +278,7 @@ class TextClassifier(nn.Module):
         except RuntimeError as e:
             raise ModelError(f"{w_path} does not fit the model described in {cfg_path}: {e}") from None
         model.train_config = cfg.get("train", {})
+        model.set_kg(cfg.get("kg"))
         return model.eval()
 
 
@@ -358,13 +390,14 @@ def _sampling_p(weights, n: int) -> np.ndarray:
 def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
               config: FinetuneConfig | None = None, val_texts: Sequence[str] | None = None, val_labels=None,
               encoder_path: str | Path | None = None, device: torch.device | str = "cpu",
-              precision=None) -> FinetuneResult:
+              precision=None, kg: dict | None = None) -> FinetuneResult:
     """Fine-tune MiniLM + a linear head on ``items`` (texts and/or ``Pair``s) with ``targets``.
 
     targets: class indices [N] or probability rows [N, len(classes)] (a pair's row is its lam-mix).
     weights: per-item sampling weights (None = uniform; 0 = never drawn). val_texts/val_labels:
     evaluated every ``eval_every`` steps and at the end (loss and accuracy in the curve).
     device: where it trains; precision: an ``augdag.device.Precision`` (None: float32).
+    kg: knowledge-graph enrichment settings (``TextClassifier.set_kg``; None = off).
     """
     from augdag.device import Precision
 
@@ -386,6 +419,7 @@ def fine_tune(items: Sequence, targets, classes: Sequence[str], weights=None,
         torch.manual_seed(derive_seed(cfg.seed, STAGE, "init"))
         model = new_classifier(classes, cfg.max_length, cfg.dropout, encoder_path).to(dev)
         model.train_config = asdict(cfg)
+        model.set_kg(kg)
         cache = None
         if cfg.contrastive_steps:
             contrastive(model, items, y, p, cfg, dev)

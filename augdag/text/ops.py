@@ -1,4 +1,5 @@
-"""Text ops: EDA (Wei & Zou 2019) and TF-IDF-aware synonym replacement, with drawing kept apart from applying.
+"""Text ops: EDA (Wei & Zou 2019), TF-IDF-aware synonym replacement and knowledge-graph entity rewriting, with
+drawing kept apart from applying.
 
 As for images (augdag/ops.py): `make_params(cfg, text, sample_seed, tfidf)` draws, for one sample, which
 ops apply and their exact edits, each op from its own sub-generator
@@ -19,6 +20,9 @@ a comma; else the longer one, so a line break survives).
 Edits and indices: token indices count all tokens (words and punctuation) of the text as it stands just
 before that edit; an op's edits apply in the order listed.
   synonym / tfidf_replace  {"index", "old", "new"} (+ "weight": the word's TF-IDF weight, for tfidf_replace)
+  entity                   {"index", "old", "new", "synset", "similarity", "relation", "target"}: a mention
+                           linked to `synset` (augdag/text/kg.py) replaced by a lemma of `target`, its
+                           hypernym or sibling (a name by a name, a common noun by a common noun)
   insert                   {"index", "word", "source_index", "source"}: `word` (a synonym of the word
                            `source` at `source_index`) is inserted before token `index`
   swap                     {"i", "j", "a", "b"}: word tokens i < j (texts a, b) trade places
@@ -38,7 +42,7 @@ token structure stays simple. The word itself and its own base forms ("films" ->
 Candidates are sorted, so the choice is the same draw on every machine; the replacement takes the
 source word's capitalisation.
 
-Counts: synonym, tfidf_replace, insert and swap make n = max(1, round(alpha * words)) edits (round half
+Counts: entity, synonym, tfidf_replace, insert and swap make n = max(1, round(alpha * words)) edits (round half
 up; fewer when there are fewer candidates); delete drops each word with probability `rate`, never all of
 them (one drawn word is kept), and nothing from a one-word text.
 
@@ -479,7 +483,38 @@ class Delete:
         return [(op, e["old"], "") for e in p["edits"]]
 
 
+class Entity(_Replace):
+    """A linked mention replaced by a related entity (augdag/text/kg.py): a hypernym or a sibling."""
+
+    def make_params(self, cfg, g, t, syn, tfidf, linker=None):
+        if linker is None:
+            raise ValueError("entity needs a knowledge-graph linker: make_params(..., linker=kg.Linker())")
+        links = linker.link(detokenize(t))
+        n = _count(cfg.alpha, len(t.words()))
+        edits = []
+        for k in g.permutation(len(links)):
+            if len(edits) == n:
+                break
+            link = links[int(k)]
+            old = t.toks[link.index]
+            options = {r: linker.related(link.synset, r, cfg.nearest) for r in cfg.relations}
+            usable = [r for r in cfg.relations if options[r]]
+            if not usable:
+                continue
+            relation = usable[int(g.integers(len(usable)))]
+            word, target = options[relation][int(g.integers(len(options[relation])))]
+            new = _match_case(old, word) if word.islower() else word
+            edits.append({"index": link.index, "old": old, "new": new, "synset": link.synset,
+                          "similarity": link.similarity, "relation": relation, "target": target})
+        edits.sort(key=lambda e: e["index"])
+        return {"edits": edits}
+
+    def changes(self, p, op):
+        return [(op, e["old"], e["new"]) for e in p["edits"]]
+
+
 OPS = {
+    "entity": Entity(),
     "synonym": Synonym(),
     "tfidf_replace": TfidfReplace(),
     "insert": Insert(),
@@ -491,12 +526,12 @@ OPS = {
 
 
 def make_params(cfg, text: str, sample_seed: int, tfidf: TfidfModel | None = None, *,
-                synonyms: Synonyms | None = None) -> list[dict]:
+                synonyms: Synonyms | None = None, linker=None) -> list[dict]:
     """The ops applied to one text, in order, each with its exact edits (a JSON-able list).
 
     cfg: a `TextOpsParams`. Each op decides (probability `p`) and draws from its own generator
     `rng(sample_seed, "text-op", op)`. tfidf: needed when tfidf_replace can apply. synonyms: a `Synonyms`
-    (default: the prepared WordNet)."""
+    (default: the prepared WordNet). linker: an `augdag.text.kg.Linker`, needed when entity can apply."""
     t = tokenize(text)
     syn = None
     applied = []
@@ -506,7 +541,8 @@ def make_params(cfg, text: str, sample_seed: int, tfidf: TfidfModel | None = Non
         if c.p > 0 and g.random() < c.p:
             if syn is None:
                 syn = synonyms if synonyms is not None else default_synonyms()
-            record = {"op": name, **op.make_params(c, g, t, syn, tfidf)}
+            extra = {"linker": linker} if name == "entity" else {}
+            record = {"op": name, **op.make_params(c, g, t, syn, tfidf, **extra)}
             op.apply(t, record, name)  # the next op sees this op's output
             applied.append(record)
     return applied

@@ -98,12 +98,37 @@ class DeleteParams(_Strict):
     rate: float = Field(default=0.1, ge=0.0, le=1.0, description="each word's deletion probability (EDA's p_rd)")
 
 
+KG_RELATIONS = ("hypernym", "sibling")  # augdag.text.kg.RELATIONS
+
+
+class EntityParams(_Strict):
+    """Rewrite of a knowledge-graph-linked mention with a related entity (augdag/text/kg.py, text.kg)."""
+
+    p: float = Prob
+    alpha: float = Alpha
+    relations: list[Literal[KG_RELATIONS]] = Field(
+        default_factory=lambda: list(KG_RELATIONS), min_length=1,
+        description="what may replace a mention: a hypernym ('comedy' -> 'drama') and/or a sibling (another "
+                    "hyponym of its hypernym: 'comedy' -> 'tragedy'); each edit draws one that has candidates")
+    nearest: int = Field(default=8, ge=1, le=1000, description=(
+        "related synsets kept per relation: those whose glosses are nearest the mention's synset's"))
+
+    @field_validator("relations")
+    @classmethod
+    def _relations(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"relations repeat: {v}")
+        return v
+
+
 class TextOpsParams(_Strict):
     """Ops run in this order, each on the output of the ones before, each applied with its own probability p.
 
     The four EDA ops default to p = 0.5 (EDA applies one op per variant; with 0.5 each, 94 % of the
-    variants get at least one); tfidf_replace is off by default (a branch of its own turns it on)."""
+    variants get at least one); entity and tfidf_replace are off by default (a strategy of their own turns
+    them on: `augdag compare --strategies kg_rewrite_x4`)."""
 
+    entity: EntityParams = EntityParams(p=0.0)
     synonym: SynonymParams = SynonymParams(p=0.5)
     tfidf_replace: TfidfReplaceParams = TfidfReplaceParams(p=0.0)
     insert: InsertParams = InsertParams(p=0.5)
@@ -215,8 +240,21 @@ class TextFinetuneParams(_Strict):
                                                                "null = the packaged MiniLM")
 
 
+class TextKGParams(_Strict):
+    """Entity linking on WordNet's synset graph (augdag/text/kg.py), for the entity op and the enriched embedding."""
+
+    max_senses: int = Field(default=8, ge=1, le=64, description="noun senses of a mention that are candidates")
+    min_similarity: float = Field(default=0.2, ge=-1.0, le=1.0, description=(
+        "a link is kept when the cosine of the synset's gloss and the text is at least this"))
+    max_entities: int = Field(default=8, ge=1, le=256, description="links kept per text, the best by similarity")
+    embed_weight: float = Field(default=0.0, ge=0.0, le=100.0, description=(
+        "the classifier sees ||e|| * l2n(l2n(e) + w * sum(entity vectors)) for its pooled embedding e; "
+        "0 = off (the source document uses 0.3)"))
+
+
 class TextParams(_Strict):
     ingest: TextIngestParams = TextIngestParams()
+    kg: TextKGParams = TextKGParams()
     traditional: TextTraditionalParams = TextTraditionalParams()
     mix: TextMixParams = TextMixParams()
     generative: TextGenerativeParams = TextGenerativeParams()

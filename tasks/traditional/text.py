@@ -19,7 +19,12 @@ def traditional_variant(p: Params, text: str, sample_seed: int, tfidf=None, nlp=
     from augdag.text import ops, syntax
 
     cfg = p.text.traditional
-    record = ops.make_params(cfg.ops, text, sample_seed, tfidf)
+    linker = None
+    if cfg.ops.entity.p > 0:
+        from augdag.text import kg
+
+        linker = kg.linker_for(p)
+    record = ops.make_params(cfg.ops, text, sample_seed, tfidf, linker=linker)
     out = ops.apply(text, record)
     changes = [list(c) for c in ops.changes(text, record)]
     rewrite = None
