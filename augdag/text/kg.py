@@ -18,14 +18,13 @@ trained graph embedding (TransE and the like need a training run and a larger gr
 glosses and texts in one space, which the document's sum `embedding + w * sum(entity vectors)` needs.
 
 `enrich(pooled, sums, weight)` is the document's `l2_normalize(embedding + w * sum(entity vectors))` on the
-L2-normalised pooled embedding, scaled back to the pooled embedding's norm, so that weight 0 (or a text
-without a link) gives the classifier exactly the embedding it had without enrichment.
+L2-normalised pooled embedding, scaled back to the pooled embedding's norm; weight 0, or a text without a
+link, gives the classifier exactly the embedding it had without enrichment.
 
 Related entities (`related`): a synset's hypernyms ("comedy" -> "drama"; a named instance's class) and its
 siblings (the other hyponyms of those hypernyms: "comedy" -> "tragedy"; for a named instance the other
 instances of its class: "Spielberg" -> "Hitchcock"), optionally only the `nearest` by gloss similarity, as
-single-word lemma names of letters in the case of the synset's own (a name for a name), sorted, the
-mention's own lemmas left out.
+single-word lemma names of letters (a sibling a name for a name), sorted, the mention's own lemmas left out.
 
 Everything is deterministic: embeddings run one text at a time (augdag.text.encoder), candidates and
 lemmas come in WordNet's order or sorted, and a similarity is compared as float64 of float32 embeddings.
@@ -186,8 +185,9 @@ class Linker:
         """(lemma, synset name) pairs related to a synset by `relation` (hypernym | sibling), sorted.
 
         With `nearest`, only the `nearest` related synsets whose glosses are closest to the synset's own gloss
-        (cosine; ties by name) give lemmas. A lemma has the case of the synset's own first lemma (a name
-        for a name: "Spielberg" -> "Hitchcock"; a common noun for a common noun)."""
+        (cosine; ties by name) give lemmas. A sibling's lemma has the case of the synset's own first lemma (a
+        name for a name: "Spielberg" -> "Hitchcock"; a common noun for a common noun), a hypernym's the case of
+        its own ("Spielberg" -> "filmmaker", "Indian" -> "Asian")."""
         if relation not in RELATIONS:
             raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
         with self._lock:
@@ -208,9 +208,12 @@ class Linker:
             sims = self.vectors(glosses).astype(np.float64) @ self.vectors([mine])[0].astype(np.float64)
             order = sorted(range(len(targets)), key=lambda k: (-sims[k], targets[k].name()))[:nearest]
             targets = [targets[k] for k in order]
-        pairs = {(n, h.name()) for h in targets for n in h.lemma_names()
-                 if len(n) > 1 and _WORD.fullmatch(n) and n.lower() not in own and n[:1].isupper() == name
-                 and (name or n.islower())}
+        pairs = set()
+        for h in targets:
+            cap = name if relation == "sibling" else h.lemma_names()[0][:1].isupper()
+            pairs.update((n, h.name()) for n in h.lemma_names()
+                         if len(n) > 1 and _WORD.fullmatch(n) and n.lower() not in own
+                         and (n[:1].isupper() if cap else n.islower()))
         return sorted(pairs)
 
 
@@ -220,9 +223,11 @@ def enrich(pooled, sums, weight: float):
 
     if weight == 0:
         return pooled
+    sums = sums.to(pooled.dtype)
     norm = pooled.norm(dim=-1, keepdim=True)
     unit = pooled / norm.clamp_min(1e-12)
-    return norm * torch.nn.functional.normalize(unit + weight * sums.to(pooled.dtype), dim=-1)
+    out = norm * torch.nn.functional.normalize(unit + weight * sums, dim=-1)
+    return torch.where((sums != 0).any(-1, keepdim=True), out, pooled)  # no link: the embedding as it was
 
 
 @lru_cache(maxsize=4)

@@ -503,7 +503,9 @@ class Entity(_Replace):
                 continue
             relation = usable[int(g.integers(len(usable)))]
             word, target = options[relation][int(g.integers(len(options[relation])))]
-            new = _match_case(old, word) if word.islower() else word
+            # a common noun in place of a name mid-sentence stays lower-case ("by Spielberg" -> "by filmmaker")
+            keep = word.islower() and old[:1].isupper() and not old.isupper() and not _sentence_initial(t, link.index)
+            new = word if keep or not word.islower() else _match_case(old, word)
             edits.append({"index": link.index, "old": old, "new": new, "synset": link.synset,
                           "similarity": link.similarity, "relation": relation, "target": target})
         edits.sort(key=lambda e: e["index"])
