@@ -56,7 +56,8 @@ def text_params(lm) -> dict:
         "report": {"grid_samples": 8},
         "text": {
             "ingest": {"n_per_class": 3, "n_val_per_class": 2, "n_test_per_class": 6},
-            "traditional": {"syntax": {"p": 0.5}},
+            "traditional": {"ops": {"entity": {"p": 0.5}}, "syntax": {"p": 0.5}},
+            "kg": {"embed_weight": 0.3},
             "generative": {"methods": ["back_translation", "paraphrase"],
                            "paraphrase": {"model_path": str(lm), "max_new_tokens": 12}},
             "quality": {"thresholds": {"traditional": {"semantic_similarity": 0.95}}},
@@ -115,6 +116,8 @@ def test_manifests_hold_texts_and_lineage(flow_text):
     changed = [json.loads(o)["changes"] for o, t, p in zip(trad.op_params, trad.text, trad.parent_ids)
                if t != texts[p[0]]]
     assert changed and all(c for c in changed)  # a changed text records which word became which
+    entity = [e for o in trad.op_params for p in json.loads(o)["ops"] if p["op"] == "entity" for e in p["edits"]]
+    assert entity and all(e["synset"] and e["target"] and e["relation"] in ("hypernym", "sibling") for e in entity)
     mix = read_manifest(flow_text / "data" / "mix")
     assert mix.text.isna().all() and all(len(p) == 2 for p in mix.parent_ids)
     assert all(abs(sum(s) - 1) < 1e-6 for s in mix.soft_label)
@@ -149,6 +152,8 @@ def test_the_gate_filters_on_similarity_as_configured(flow_text):
 def test_evaluate_and_report_show_texts(flow_text):
     metrics = json.loads((flow_text / "data" / "evaluate" / "metrics.json").read_text())
     assert metrics["n_test"] == 12 and 0 <= metrics["accuracy"] <= 1
+    model = json.loads((flow_text / "data" / "finetune" / "classifier.json").read_text())
+    assert model["kg"]["weight"] == 0.3  # the enriched embedding, saved with the model that evaluate loads
     page = (flow_text / "data" / "report" / "report.html").read_text()
     assert "<ins>" in page and "<del>" in page and f"accuracy {metrics['accuracy']:.4f}" in page
     samples = json.loads((flow_text / "data" / "report" / "samples.json").read_text())
@@ -166,6 +171,11 @@ def test_replay_and_lineage(flow_text):
             res = tasks.replay(flow_text, sid, params)
             assert res["match"] and res["replayed_hash"] == m.set_index("sample_id").content_hash[sid]
             assert res.get("params_redrawn_match", True)
+    trad = read_manifest(flow_text / "data" / "traditional")
+    rewritten = [sid for sid, o in zip(trad.sample_id, trad.op_params)
+                 if any(p["op"] == "entity" and p["edits"] for p in json.loads(o)["ops"])]
+    res = tasks.replay(flow_text, rewritten[0], params)  # the entity rewrite: linked and drawn again, the same
+    assert res["match"] and res["params_redrawn_match"]
     gen = read_manifest(flow_text / "data" / "generative")
     para = gen[[json.loads(o)["op"] == "paraphrase" for o in gen.op_params]]
     if len(para):  # the tiny random LM's paraphrase replays from its record (model hash, seed, settings)

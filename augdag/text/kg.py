@@ -23,7 +23,7 @@ link, gives the classifier exactly the embedding it had without enrichment.
 
 Related entities (`related`): a synset's hypernyms ("comedy" -> "drama"; a named instance's class) and its
 siblings (the other hyponyms of those hypernyms: "comedy" -> "tragedy"; for a named instance the other
-instances of its class: "Spielberg" -> "Hitchcock"), optionally only the `nearest` by gloss similarity, as
+instances of its class: "Spielberg" -> "Coppola"), optionally only the `nearest` by gloss similarity, as
 single-word lemma names of letters (a sibling a name for a name), sorted, the mention's own lemmas left out.
 
 Everything is deterministic: embeddings run one text at a time (augdag.text.encoder), candidates and
@@ -186,7 +186,7 @@ class Linker:
 
         With `nearest`, only the `nearest` related synsets whose glosses are closest to the synset's own gloss
         (cosine; ties by name) give lemmas. A sibling's lemma has the case of the synset's own first lemma (a
-        name for a name: "Spielberg" -> "Hitchcock"; a common noun for a common noun), a hypernym's the case of
+        name for a name: "Spielberg" -> "Coppola"; a common noun for a common noun), a hypernym's the case of
         its own ("Spielberg" -> "filmmaker", "Indian" -> "Asian")."""
         if relation not in RELATIONS:
             raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
