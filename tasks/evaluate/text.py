@@ -30,8 +30,14 @@ def evaluate(p: Params, root: Path) -> dict:
                         f"classes {names}; re-run finetune")
     from augdag.env import torch_threads
 
+    dlg = p.text.dialogue
+    items = test.text.tolist()
+    if dlg.enabled:  # held-out real turns in simulated dialogues, each read with its context
+        from augdag.tasks.dialogue.text import turns
+
+        test, items = turns(root, "test", dlg.context)
     with torch_threads(p.text.finetune.num_threads), classifier.encoder.on_device(dev):
-        probs = model.predict_proba(test.text.tolist(), batch_size=min(p.evaluate.batch_size, 256))
+        probs = model.predict_proba(items, batch_size=min(p.evaluate.batch_size, 256))
     ev = classifier.evaluate_probs(probs, test.label.to_numpy(), names)
     f1 = [c["f1"] for c in ev["per_class"].values()]
     metrics = {"accuracy": ev["accuracy"], "macro_f1": round(float(np.mean(f1)), 6), "n_test": ev["n"],
@@ -49,9 +55,21 @@ def evaluate(p: Params, root: Path) -> dict:
         write_text(tmp / "robustness.csv", _csv([], ["attack", "epsilon", "accuracy", "n"]))
         write_text(tmp / "target_predictions.csv", _csv([], ["file", "actual", "predicted"]))  # images only
         summary = {**metrics, "modality": "text", "per_class": ev["per_class"],
+                   "dialogue": dialogue_breakdown(test, pred) if dlg.enabled else None,
                    "robustness": "not measured for text (the attacks perturb pixels)", **device.describe(dev)}
         write_json(tmp / "summary.json", summary)
     return metrics
+
+
+def dialogue_breakdown(turns, pred) -> dict:
+    """Accuracy on the first turns of the test dialogues (no context to read) and on the later ones."""
+    import json
+
+    first = np.array([json.loads(o)["turn"] == 0 for o in turns.op_params])
+    right = pred == turns.label.to_numpy()
+    return {"turns": int(len(right)), "dialogues": int(first.sum()),
+            "accuracy_first_turn": round(float(right[first].mean()), 6) if first.any() else None,
+            "accuracy_later_turns": round(float(right[~first].mean()), 6) if (~first).any() else None}
 
 
 def run(p: Params, root: Path, **_) -> dict:

