@@ -154,7 +154,8 @@ def rotten_tomatoes(classes: tuple[str, ...] | list[str] | None = RT_CLASSES) ->
 
 
 _DETOK = [(re.compile(r" ([.,?!;:%)])"), r"\1"), (re.compile(r"([($]) "), r"\1"),
-          (re.compile(r" (n't|'s|'m|'re|'ve|'ll|'d)\b", re.IGNORECASE), r"\1"), (re.compile(r" ' (s|m|re|ve|ll|d)\b"), r"'\1")]
+          (re.compile(r" (n't|'s|'m|'re|'ve|'ll|'d)\b", re.IGNORECASE), r"\1"),
+          (re.compile(r" ' (s|m|re|ve|ll|d)\b"), r"'\1")]
 
 
 _SLOT = re.compile(r"#[A-Z]+-[A-Z]+-[A-Z]+#")  # a delexicalised slot, which names the act: such turns are left out

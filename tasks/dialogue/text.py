@@ -128,7 +128,7 @@ def replay(root: Path, r: dict, params: Params | None = None) -> dict:
     _, prow = tasks.find(root, parent)
     out = {"stored_hash": text_hash(r["text"]), "replayed_hash": text_hash(prow["text"])}
     if params is not None:
-        op = json.loads(r["op_params"])
+        op = r["op_params"] if isinstance(r["op_params"], dict) else json.loads(r["op_params"])
         split, d = r["split"], int(op["dialogue"][len(r["split"]):])
         names = classes(root)
         _, by_intent, dialogues = simulate_split(params, names, pools(params, root)[split], split, n=d + 1)
