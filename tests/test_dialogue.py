@@ -218,6 +218,14 @@ def test_context_aware_finetune_and_evaluate_on_held_out_turns(project):
     op = json.loads(rows.op_params.iloc[1])
     assert items[1] == compose(rows.text.iloc[1], [texts[i] for i in op["previous"]], 1)
     assert op["turn"] == 0 or " [SEP] " in items[1]
+    run_stage("report", p, root)  # the report shows test dialogues with the predictions of evaluate
+    import html
+
+    page = (root / "data" / "report" / "report.html").read_text()
+    first = test[[json.loads(o)["dialogue"] == "test00000" for o in test.op_params]]
+    assert "Simulated dialogues" in page and all(html.escape(t) in page for t in first.text)
+    pred = dict(zip(preds.sample_id, preds.predicted))
+    assert f"<td>{pred[first.sample_id.iloc[0]]}" in page
 
 
 def test_images_write_an_empty_dialogue_output(tmp_path):

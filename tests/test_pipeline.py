@@ -60,8 +60,7 @@ def dvc_project(tmp_path_factory):
     proj = make_project(base / "proj", deep_merge(SMALL, crossdomain_overrides(base)))
     res = run(["dvc", "repro"], proj)
     assert ran_stages(res.stdout) == {"ingest", "strategy", "traditional", "mix", "generative", "crossdomain",
-                                      "quality",
-                                      "merge", "finetune", "evaluate", "report"}
+                                      "quality", "merge", "dialogue", "finetune", "evaluate", "report"}
     return proj
 
 
@@ -239,8 +238,8 @@ def test_changing_one_traditional_param_reruns_only_it_and_downstream(dvc_projec
     res = run(["dvc", "repro"], dvc_project)
     ran = ran_stages(res.stdout)
     # evaluate/report rerun only if the 3-step fine-tune happened to draw a changed sample
-    assert {"traditional", "quality", "merge", "finetune"} <= ran <= {
-        "traditional", "quality", "merge", "finetune", "evaluate", "report"}, res.stdout
+    assert {"traditional", "quality", "merge", "dialogue", "finetune"} <= ran <= {
+        "traditional", "quality", "merge", "dialogue", "finetune", "evaluate", "report"}, res.stdout
 
 
 def test_dvc_metrics_plots_and_dag(dvc_project):

@@ -18,8 +18,8 @@ from helpers import make_project, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "finetune",
-          "evaluate", "report"}
+STAGES = {"ingest", "strategy", "traditional", "mix", "generative", "crossdomain", "quality", "merge", "dialogue",
+          "finetune", "evaluate", "report"}
 
 
 def _apertium_or_skip():

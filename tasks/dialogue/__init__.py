@@ -20,3 +20,9 @@ def run(p: Params, root: Path, **_) -> dict:
         write_manifest(tmp / "manifest.parquet", [])
         write_json(tmp / "summary.json", summary)
     return summary
+
+
+def replay(root: Path, r: dict, params: Params | None = None) -> dict:
+    from augdag.errors import LineageError
+
+    raise LineageError(f"{r.get('sample_id')}: dialogue turns exist only in text runs (modality: text)")

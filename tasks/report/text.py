@@ -102,6 +102,31 @@ def sample_rows(root: Path, n: int = 5) -> list[dict]:
     return out
 
 
+def dialogue_rows(root: Path, n: int = 3) -> dict | None:
+    """The simulated dialogues' figures and the first n test dialogues, each turn with the model's prediction."""
+    import csv
+
+    summary = try_read_json(out_dir(root, "dialogue") / "summary.json") or {}
+    if not summary.get("enabled"):
+        return None
+    names = classes(root)
+    m = read_manifest(out_dir(root, "dialogue"))
+    test = m[m.split == "test"]
+    with open(out_dir(root, "evaluate") / "predictions.csv", newline="", encoding="utf-8") as f:
+        predicted = {r["sample_id"]: r["predicted"] for r in csv.DictReader(f)}
+    shown: dict[str, list] = {}
+    for r in test.itertuples():
+        op = json.loads(r.op_params)
+        if op["dialogue"] not in shown and len(shown) == n:
+            break
+        shown.setdefault(op["dialogue"], []).append(
+            {"turn": op["turn"], "intent": names[r.label], "p": op["p"], "text": r.text,
+             "predicted": predicted.get(r.sample_id, ""), "ok": predicted.get(r.sample_id) == names[r.label]})
+    ev = (try_read_json(out_dir(root, "evaluate") / "summary.json") or {}).get("dialogue") or {}
+    return {"splits": summary.get("splits", {}), "context": summary.get("context"), "evaluate": ev,
+            "dialogues": [{"id": k, "turns": v} for k, v in shown.items()]}
+
+
 def report(p: Params, root: Path) -> dict:
     names = classes(root)
     ingest_s = load_json(out_dir(root, "ingest") / "summary.json", "the ingest summary")
@@ -128,7 +153,7 @@ def report(p: Params, root: Path) -> dict:
                 for s, v in merge_s.items() if s != "checks"],
         finetune={"model": ft_s["model"], "steps": ft_s["steps"], "samples": ft_s["samples"],
                   "pairs": ft_s.get("pairs", 0), "val_accuracy": ft_s.get("val_accuracy", "n/a")},
-        samples=samples,
+        samples=samples, dialogue=dialogue_rows(root),
         devices=[(s, d["device"]) for s, d in (("generative", branches["generative"]), ("quality", quality_s),
                                                 ("finetune", ft_s),
                                                 ("evaluate", try_read_json(out_dir(root, "evaluate") / "summary.json")
