@@ -256,7 +256,7 @@ def test_text_ingest_params():
     assert ((p.source, p.classes, p.n_per_class, p.n_val_per_class, p.n_test_per_class)
             == ("rotten-tomatoes", None, 20, 20, 200))
     assert TextIngestParams(source="data/reviews.csv.bz2", classes=["neg", "pos"]).classes == ["neg", "pos"]
-    with pytest.raises(ValidationError, match=r"must be 'rotten-tomatoes' or a file ending in \.csv"):
+    with pytest.raises(ValidationError, match=r"must be 'rotten-tomatoes', 'multiwoz' or a file ending in \.csv"):
         TextIngestParams(source="reviews.txt")
     with pytest.raises(ValidationError, match=r"class names repeat: \['a'\]"):
         TextIngestParams(classes=["a", "a", "b"])

@@ -262,7 +262,7 @@ def test_seeds_differ_and_order_does_not_matter(texts):
 
 def test_bad_records_fail_clearly():
     text = "A fine film."
-    with pytest.raises(ValueError, match="unknown text op 'blur'; known ops: synonym, tfidf_replace, insert"):
+    with pytest.raises(ValueError, match="unknown text op 'blur'; known ops: entity, synonym, tfidf_replace, insert"):
         ops.apply(text, [{"op": "blur", "edits": []}])
     with pytest.raises(ValueError, match="old at token 2 is 'movie' but the text has 'film'"):
         ops.apply(text, [{"op": "synonym", "edits": [{"index": 2, "old": "movie", "new": "picture"}]}])
