@@ -109,3 +109,52 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+# --- the strategy benches (crossdomain.py, kg.py, dialogue.py): augdag compare's runs, cached, paired -----------
+
+def strategy_args(doc: str, strategies: list[str], out: str):
+    """The command line they share (a caller may add its own options before parsing)."""
+    import argparse
+
+    from augdag import compare
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--strategies", nargs="+", default=strategies, choices=list(compare.STRATEGIES))
+    ap.add_argument("--set", dest="extra", default="{}", help="JSON params merged into every run")
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--resume", action="store_true", help="reuse runs cached in OUT/runs/ with the same params")
+    return ap
+
+
+def run_strategies(base: dict, args, name: str, line=None, baseline: str = "none") -> list[dict]:
+    """Every (seed, strategy) of `args` on the params dict `base` (+ `args.extra`) through augdag.compare's cached
+    runs; prints a line per run (`line(rec)` says what; default the test accuracy), then the comparison table,
+    written to OUT/<name>.md with the records in OUT/records.json. Returns the records."""
+    import json
+    import logging
+    import time
+
+    from augdag import compare
+
+    logging.getLogger("augdag").setLevel(logging.WARNING)
+    extra, out = json.loads(args.extra), Path(args.out)
+    print(machine_line(), flush=True)
+    records = []
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            t0 = time.monotonic()
+            params = compare.resolve(base, strategy, seed, extra)
+            rec, ran = compare.run_cached(params, strategy, seed, out, base_dir=REPO, force=not args.resume)
+            rec["wall_s"] = round(time.monotonic() - t0, 1)
+            records.append(rec)
+            what = line(rec) if line else f"test {rec['test_accuracy']}"
+            print(f"{strategy:>24} seed {seed}: {what} ({'ran' if ran else 'cached'}, {rec['wall_s']:.0f} s)",
+                  flush=True)
+    md = compare.markdown(compare.aggregate(records, baseline=baseline))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(md)
+    (out / "records.json").write_text(json.dumps(records, indent=2))
+    print(md)
+    return records

@@ -13,11 +13,7 @@ against `none`, the gate's pass rate on the translations, the CycleGAN's trainin
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
-import time
 from pathlib import Path
 
 from augdag.env import set_offline
@@ -25,9 +21,8 @@ from augdag.env import set_offline
 set_offline()
 
 import yaml  # noqa: E402
-from _util import REPO, machine_line  # noqa: E402
+from _util import REPO, run_strategies, strategy_args  # noqa: E402
 
-from augdag import compare  # noqa: E402
 from augdag.params import deep_merge  # noqa: E402
 
 STRATEGIES = ["none", "traditional", "crossdomain", "crossdomain_traditional", "crossdomain_nogate"]
@@ -42,41 +37,24 @@ def base_params(pair: Path) -> dict:
     return deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), over)
 
 
+def line(rec: dict) -> str:
+    xd = rec.get("crossdomain") or {}
+    secs = xd.get("seconds", xd.get("train_seconds"))
+    return (f"target {rec.get('target_accuracy')} source {rec['test_accuracy']}"
+            + (f"; crossdomain stage {secs} s, cycle PSNR {xd['cycle_psnr']} SSIM {xd['cycle_ssim']}, "
+               f"gate pass {rec['gate_pass_rate'].get('crossdomain')}" if xd else ""))
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=list(compare.STRATEGIES))
+    ap = strategy_args(__doc__, STRATEGIES, "bench/out/crossdomain")
     ap.add_argument("--pair", default="bench/out/domains", help="where the domain pair is written (once)")
-    ap.add_argument("--set", dest="extra", default="{}", help="JSON params merged into every run")
-    ap.add_argument("--out", default="bench/out/crossdomain")
-    ap.add_argument("--resume", action="store_true", help="reuse runs cached in OUT/runs/ with the same params")
     args = ap.parse_args()
-    logging.getLogger("augdag").setLevel(logging.WARNING)
     sys.path.insert(0, str(REPO / "examples"))
     from domain_pair import write_pair
 
     pair = Path(args.pair).resolve()
     write_pair(pair)  # unchanged when it is already there
-    base, extra, out = base_params(pair), json.loads(args.extra), Path(args.out)
-    print(machine_line(), flush=True)
-    records = []
-    for seed in args.seeds:
-        for strategy in args.strategies:
-            t0 = time.monotonic()
-            params = compare.resolve(base, strategy, seed, extra)
-            rec, ran = compare.run_cached(params, strategy, seed, out, base_dir=REPO, force=not args.resume)
-            records.append(rec)
-            xd = rec.get("crossdomain") or {}
-            secs = xd.get("seconds", xd.get("train_seconds"))
-            print(f"{strategy:>24} seed {seed}: target {rec.get('target_accuracy')} source {rec['test_accuracy']} "
-                  f"({'ran' if ran else 'cached'}, {time.monotonic() - t0:.0f} s"
-                  + (f"; crossdomain stage {secs} s, cycle PSNR {xd['cycle_psnr']} SSIM {xd['cycle_ssim']}, "
-                     f"gate pass {rec['gate_pass_rate'].get('crossdomain')}" if xd else "") + ")", flush=True)
-    agg = compare.aggregate(records)
-    md = compare.markdown(agg)
-    (out / "crossdomain.md").write_text(md)
-    (out / "records.json").write_text(json.dumps(records, indent=2))
-    print(md)
+    records = run_strategies(base_params(pair), args, "crossdomain", line)
     xd = [r for r in records if r.get("crossdomain")]
     if xd:
         def mean(key):  # records made before "seconds" existed have the training's own "train_seconds"

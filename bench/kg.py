@@ -20,12 +20,6 @@ run, and for the rewrite the gate's pass rate. Records are cached in OUT/runs/ (
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import time
-from pathlib import Path
-
 from augdag import numerics
 
 numerics.pin()  # before torch and numpy load, as the augdag command does: the runs' bytes are a pinned run's
@@ -35,42 +29,17 @@ from augdag.env import set_offline  # noqa: E402
 set_offline()
 
 import yaml  # noqa: E402
-from _util import REPO, machine_line  # noqa: E402
+from _util import REPO, run_strategies, strategy_args  # noqa: E402
 
-from augdag import compare  # noqa: E402
 from augdag.params import deep_merge  # noqa: E402
 
 STRATEGIES = ["none", "kg_embed", "kg_rewrite_x4"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=list(compare.STRATEGIES))
-    ap.add_argument("--set", dest="extra", default="{}", help="JSON params merged into every run")
-    ap.add_argument("--out", default="bench/out/kg")
-    ap.add_argument("--resume", action="store_true", help="reuse runs cached in OUT/runs/ with the same params")
-    args = ap.parse_args()
-    logging.getLogger("augdag").setLevel(logging.WARNING)
+    args = strategy_args(__doc__, STRATEGIES, "bench/out/kg").parse_args()
     base = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), {"modality": "text"})
-    extra, out = json.loads(args.extra), Path(args.out)
-    print(machine_line(), flush=True)
-    records = []
-    for seed in args.seeds:
-        for strategy in args.strategies:
-            t0 = time.monotonic()
-            params = compare.resolve(base, strategy, seed, extra)
-            rec, ran = compare.run_cached(params, strategy, seed, out, base_dir=REPO, force=not args.resume)
-            records.append(rec)
-            rec["wall_s"] = round(time.monotonic() - t0, 1)
-            print(f"{strategy:>16} seed {seed}: test {rec['test_accuracy']} ({'ran' if ran else 'cached'}, "
-                  f"{rec['wall_s']:.0f} s; gate pass {rec.get('gate_pass_rate')})", flush=True)
-    agg = compare.aggregate(records)
-    md = compare.markdown(agg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kg.md").write_text(md)
-    (out / "records.json").write_text(json.dumps(records, indent=2))
-    print(md)
+    run_strategies(base, args, "kg", lambda r: f"test {r['test_accuracy']}; gate pass {r.get('gate_pass_rate')}")
 
 
 if __name__ == "__main__":
