@@ -80,7 +80,7 @@ def test_every_section_renders_from_a_real_run(project):
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     # DAG: one box per stage, one edge per UPSTREAM pair, every stage ran, with the time run_stage recorded
     assert _statuses(page) == {**{s: "ran" for s in STAGES[:-1]}, "generative": "off", "crossdomain": "off",
-                              "report": "this page"}
+                              "dialogue": "off", "report": "this page"}
     edges = set(re.findall(r'class="dag-edge" data-from="(\w+)" data-to="(\w+)"', page))
     assert edges == {(u, s) for s in STAGES for u in UPSTREAM[s]}
     times = dict(re.findall(r'data-stage="(\w+)" data-status="[^"]+">.*?class="timing"[^>]*>([^<]*)<', timed))
@@ -451,7 +451,7 @@ def test_the_text_report_shares_the_frame_and_escapes_its_values():
         branches=[{"branch": "mix", "made": 6, "gate_in": 6, "kept": 5, "rejected": 1, "means": '{"q": 1}'}],
         merged=[{"source": "raw", "samples": 6, "mass": "0.2500"}],
         finetune={"model": "m<1>", "steps": 3, "samples": 19, "pairs": 6, "val_accuracy": 0.5}, samples=[sample],
-        devices=[("finetune", "cuda:0"), ("evaluate", "cpu")]))
+        devices=[("finetune", "cuda:0"), ("evaluate", "cpu")], dialogue=None))
     assert page.startswith("<!doctype html><html><head><meta charset='utf-8'><title>augdag report (text)</title>"
                            f"<style>{_static('text.css')}</style></head><body><h1>augdag report (text)</h1>")
     assert page.endswith("</td></tr></table></body></html>\n")
@@ -461,6 +461,17 @@ def test_the_text_report_shares_the_frame_and_escapes_its_values():
     row = page[page.index("<code>"):]
     assert row.startswith("<code>t&lt;1&gt;</code></td><td>swap &amp; delete</td><td>a <del>b</del></td>"
                           "<td>a <ins>c&amp;d</ins></td><td>kept</td><td>q 0.5, dup False</td></tr>")
+    assert "Simulated dialogues" not in page
+    turn = {"turn": 0, "intent": "R&B", "p": 0.5, "text": "a <b>turn</b>", "predicted": "pop", "ok": False}
+    with_dialogue = str(templating.render(
+        "text.html.j2", css="", seed=0, classes=["R&B", "pop"], ingest={"train": 6, "val": 4, "test": 12},
+        test={"accuracy": "0.5000", "macro_f1": "0.3333", "n": 12}, confusion={"header": [], "rows": []},
+        branches=[], merged=[], finetune={"model": "m", "steps": 3, "samples": 19, "pairs": 0, "val_accuracy": 0.5},
+        samples=[], devices=[], dialogue={"splits": {"test": {"dialogues": 1, "turns": 1}}, "context": 1,
+                                          "evaluate": {"accuracy_first_turn": 0.0, "accuracy_later_turns": None},
+                                          "dialogues": [{"id": "test00000", "turns": [turn]}]}))
+    assert ("<tr><td>0</td><td>R&amp;B (0.5)</td><td>a &lt;b&gt;turn&lt;/b&gt;</td><td>pop ✗</td></tr>"
+            in with_dialogue)
 
 
 # --------------------------------------------------------------------------------------- Chromium

@@ -65,7 +65,8 @@ def simulate_split(p: Params, names: list[str], pool: pd.DataFrame, split: str, 
 
 def dialogue(p: Params, root: Path) -> dict:
     d = p.text.dialogue
-    rows, summary = [], {"enabled": d.enabled, "dialogues": 0, "turns": 0}
+    rows = []
+    summary = {"enabled": d.enabled, "dialogues": 0, "turns": 0, "note": "off in params (text.dialogue.enabled)"}
     if d.enabled:
         names = classes(root)
         check_intents(p, names)

@@ -59,7 +59,7 @@ def stage_status(root: Path, stage: str) -> tuple[str, str]:
         if summary is None:
             return "failed or incomplete", "its summary.json cannot be read"
         if isinstance(summary, dict) and summary.get("enabled") is False:
-            return "off", "branch disabled in params (strategy)"
+            return "off", summary.get("note") or "branch disabled in params (strategy)"
         return "ran", ""
     failed = isinstance(rec, dict) and rec.get("ok") is False
     if folder.exists() or left:
