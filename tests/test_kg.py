@@ -111,6 +111,23 @@ def test_entity_op_records_replay_and_redraw(linker):
         ops.make_params(ONLY_ENTITY, texts[0], 0)
 
 
+def test_a_common_noun_replacement_takes_the_sentences_case_not_the_mentions(linker):
+    text = "Comedy is fine. We liked the HOTEL, the FILM and the comedy."
+    seen = []
+    for seed in range(12):
+        rec = ops.make_params(TextOpsParams.model_validate({n: {"p": 1.0 if n == "entity" else 0.0,
+                                                                **({"alpha": 1.0} if n == "entity" else {})}
+                                                            for n in ops.OPS}), text, seed, linker=linker)
+        for e in rec[0]["edits"] if rec else []:
+            synset_is_name = linker.wn.synset(e["target"]).lemma_names()[0][:1].isupper()
+            if e["index"] == 0:  # sentence-initial: capitalised
+                assert e["new"][:1].isupper()
+            elif not synset_is_name:
+                assert e["new"].islower(), e
+            seen.append(e["old"])
+    assert {"HOTEL", "FILM", "comedy", "Comedy"} <= set(seen)
+
+
 def test_entity_op_off_leaves_the_other_ops_as_they_were(linker):
     eda = TextOpsParams()
     both = TextOpsParams.model_validate({**eda.model_dump(), "entity": {"p": 1.0}})

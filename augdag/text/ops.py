@@ -503,9 +503,9 @@ class Entity(_Replace):
                 continue
             relation = usable[int(g.integers(len(usable)))]
             word, target = options[relation][int(g.integers(len(options[relation])))]
-            # a common noun in place of a name mid-sentence stays lower-case ("by Spielberg" -> "by filmmaker")
-            keep = word.islower() and old[:1].isupper() and not old.isupper() and not _sentence_initial(t, link.index)
-            new = word if keep or not word.islower() else _match_case(old, word)
+            # a common noun is lower-case mid-sentence whatever the mention's case ("by Spielberg" -> "by filmmaker",
+            # "the train ID" -> "the train badge"), capitalised at a sentence's start; a name keeps its own case
+            new = word[:1].upper() + word[1:] if word.islower() and _sentence_initial(t, link.index) else word
             edits.append({"index": link.index, "old": old, "new": new, "synset": link.synset,
                           "similarity": link.similarity, "relation": relation, "target": target})
         edits.sort(key=lambda e: e["index"])

@@ -123,7 +123,9 @@ def dialogue_rows(root: Path, n: int = 3) -> dict | None:
             {"turn": op["turn"], "intent": names[r.label], "p": op["p"], "text": r.text,
              "predicted": predicted.get(r.sample_id, ""), "ok": predicted.get(r.sample_id) == names[r.label]})
     ev = (try_read_json(out_dir(root, "evaluate") / "summary.json") or {}).get("dialogue") or {}
-    return {"splits": summary.get("splits", {}), "context": summary.get("context"), "evaluate": ev,
+    splits = summary.get("splits", {})
+    return {"splits": {k: splits[k] for k in ("train", "val", "test") if k in splits},
+            "context": summary.get("context"), "evaluate": ev,
             "dialogues": [{"id": k, "turns": v} for k, v in shown.items()]}
 
 
