@@ -91,6 +91,7 @@ class Linker:
         self.max_senses, self.min_similarity, self.max_entities = max_senses, float(min_similarity), max_entities
         self._vectors: dict[str, np.ndarray] = {}
         self._links: dict[str, list[Link]] = {}
+        self._sums: dict[str, np.ndarray] = {}
         self._senses: dict[str, list] = {}
         # NLTK's reader shares one open file per part of speech: no interleaved lookups (Prefect's threads)
         self._lock = threading.RLock()
@@ -172,12 +173,17 @@ class Linker:
         return links
 
     def entity_sum(self, text: str) -> np.ndarray:
-        """Sum of the entity vectors of the text's links (zeros without a link), float32 [D]."""
-        links = self.link(text)
-        if not links:
-            dim = self.vectors(["entity"]).shape[1]
-            return np.zeros(dim, np.float32)
-        return np.sum([self.entity_vector(k.synset) for k in links], axis=0, dtype=np.float32)
+        """Sum of the entity vectors of the text's links (zeros without a link), float32 [D]; cached per text, as
+        the fine-tune asks for the same texts every step."""
+        hit = self._sums.get(text)
+        if hit is None:
+            links = self.link(text)
+            if links:
+                hit = np.sum([self.entity_vector(k.synset) for k in links], axis=0, dtype=np.float32)
+            else:  # the width of the encoder's vectors, from any text's
+                hit = np.zeros(self.vectors(["entity"]).shape[1], np.float32)
+            self._sums[text] = hit
+        return hit
 
     # -- related entities -----------------------------------------------------------------------
 

@@ -29,10 +29,11 @@ from augdag.tasks._text import _frame, _raw
 SPLITS = ("train", "val", "test")
 
 
-def pools(p: Params, root: Path) -> dict[str, pd.DataFrame]:
-    """Per split, the rows turns draw from, sorted by sample id: train = the merged texts, val / test = raw."""
+def pools(p: Params, root: Path, raw: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Per split, the rows turns draw from, sorted by sample id: train = the merged texts, val / test = raw
+    (the ingest manifest, read here unless given)."""
     merged = read_manifest(out_dir(root, "merge"))
-    raw = _raw(root)
+    raw = _raw(root) if raw is None else raw
     out = {"train": merged[merged.text.notna()].assign(weight=lambda f: sample_weights(f.weight))}
     for split in ("val", "test"):
         out[split] = raw[raw.split == split]
@@ -70,16 +71,19 @@ def dialogue(p: Params, root: Path) -> dict:
     if d.enabled:
         names = classes(root)
         check_intents(p, names)
-        source = dict(zip(_raw(root).sample_id, _raw(root).source))
+        raw = _raw(root)
+        source = dict(zip(raw.sample_id, raw.source))
         per_split = {}
-        for split, pool in pools(p, root).items():
+        for split, pool in pools(p, root, raw).items():
             if split != "train" and pool.empty:
                 continue
             chain, by_intent, dialogues = simulate_split(p, names, pool, split)
+            variants = 0
             for dl in dialogues:
                 ids = []
                 for t in dl:
                     parent = by_intent[t.intent].iloc[t.row]
+                    variants += "~" in parent.sample_id
                     sid = f"dlg-{split}{t.dialogue:05d}-t{t.turn}"
                     op = {"dialogue": f"{split}{t.dialogue:05d}", "turn": t.turn, "intent": t.intent, "p": t.p,
                           "previous": list(ids)}
@@ -94,8 +98,7 @@ def dialogue(p: Params, root: Path) -> dict:
                                 "pool": {k: len(v) for k, v in by_intent.items()}}
             if split == "train":
                 per_split[split]["transitions_seen"] = chain.empirical(dialogues)
-                per_split[split]["variants_used"] = sum(
-                    "~" in by_intent[t.intent].iloc[t.row].sample_id for dl in dialogues for t in dl)
+                per_split[split]["variants_used"] = variants
         summary = {"enabled": True, "dialogues": sum(s["dialogues"] for s in per_split.values()),
                    "turns": len(rows), "context": d.context, "max_turns": d.max_turns, "splits": per_split}
         logger().info("dialogue: %s", {k: (v["dialogues"], v["turns"]) for k, v in per_split.items()})
@@ -109,11 +112,12 @@ def run(p: Params, root: Path, **_) -> dict:
     return dialogue(p, Path(root))
 
 
-def turns(root: Path, split: str, context: int) -> tuple[pd.DataFrame, list[str]]:
-    """The split's turns (manifest rows, in dialogue and turn order) and what the classifier reads for each."""
+def turns(root: Path, split: str, context: int, m: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The split's turns (manifest rows, in dialogue and turn order) and what the classifier reads for each;
+    m: the dialogue manifest, read here unless given."""
     from augdag.text.dialogue import compose
 
-    m = read_manifest(out_dir(root, "dialogue"))
+    m = read_manifest(out_dir(root, "dialogue")) if m is None else m
     texts = dict(zip(m.sample_id, m.text))
     m = m[m.split == split]
     ops = [json.loads(o) for o in m.op_params]

@@ -60,9 +60,10 @@ def finetune(p: Params, root: Path) -> dict:
     if dlg.enabled:  # simulated dialogues: each turn with its context, uniformly (merge's weights chose the turns)
         from augdag.tasks.dialogue.text import turns
 
-        m, items = turns(root, "train", dlg.context)
+        turns_all = read_manifest(out_dir(root, "dialogue"))
+        m, items = turns(root, "train", dlg.context, turns_all)
         y, weights = m.label.to_numpy(), None
-        vm, val_items = turns(root, "val", dlg.context)
+        vm, val_items = turns(root, "val", dlg.context, turns_all)
         val_labels = vm.label.to_numpy()
     else:
         items = training_items(m, texts)
