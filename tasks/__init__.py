@@ -18,7 +18,7 @@ from types import ModuleType
 from augdag.layout import EXPECTATIONS, out_dir
 
 __all__ = ["DAG", "EXPECTATIONS", "SAMPLE_STAGES", "STAGES", "UPSTREAM", "Stage", "chain", "find", "is_text_run",
-           "module", "out_dir", "replay", "run_stage"]
+           "module", "out_dir", "replay", "run_modality", "run_stage"]
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,23 @@ class Stage:
     upstream: tuple[str, ...]  # the stages whose outputs it reads first-hand (earlier ones it may read too)
     samples: bool = False  # its manifest holds samples of its own (lineage searches these, in DAG order)
     text: bool = True  # it has a text version (tasks/<name>/text.py); strategy serves both modalities
+    audio: bool = False  # it has an audio version (tasks/<name>/audio.py); else audio runs the image code on
+    # the clips' spectrograms
 
 
 DAG: tuple[Stage, ...] = (
-    Stage("ingest", (), samples=True),
+    Stage("ingest", (), samples=True, audio=True),
     Stage("strategy", ("ingest",), text=False),
-    Stage("traditional", ("strategy",), samples=True),
+    Stage("traditional", ("strategy",), samples=True, audio=True),
     Stage("mix", ("strategy",), samples=True),
     Stage("generative", ("strategy",), samples=True),
     Stage("crossdomain", ("strategy",), samples=True, text=False),
-    Stage("quality", ("traditional", "mix", "generative", "crossdomain")),
+    Stage("quality", ("traditional", "mix", "generative", "crossdomain"), audio=True),
     Stage("merge", ("quality",)),
     Stage("dialogue", ("merge",), samples=True),  # simulated dialogues (texts; an empty output on images)
     Stage("finetune", ("merge", "dialogue")),
     Stage("evaluate", ("finetune",)),
-    Stage("report", ("evaluate",)),
+    Stage("report", ("evaluate",), audio=True),
 )
 BY_NAME = {s.name: s for s in DAG}
 STAGES = [s.name for s in DAG]
@@ -57,21 +59,22 @@ def _stage(name: str) -> Stage:
     return BY_NAME[name]
 
 
-# What the text stages import: the `text` extra (pip install 'augdag[text]'; make setup installs it).
-TEXT_EXTRA = ("nltk", "spacy", "sentencepiece")
+# What the text and audio stages import: the `text` and `audio` extras (make setup installs them).
+EXTRAS = {"text": ("nltk", "spacy", "sentencepiece"), "audio": ("soundfile", "librosa")}
 
 
 def module(name: str, modality: str = "image") -> ModuleType:
-    """The code of stage `name` for `modality` (image or text)."""
+    """The code of stage `name` for `modality` (image, text or audio)."""
     stage = _stage(name)
-    if modality == "text" and stage.text:
-        missing = [m for m in TEXT_EXTRA if importlib.util.find_spec(m) is None]
+    own = (modality == "text" and stage.text) or (modality == "audio" and stage.audio)
+    if modality in EXTRAS:
+        missing = [m for m in EXTRAS[modality] if importlib.util.find_spec(m) is None]
         if missing:
             from augdag.errors import AugdagError
 
-            raise AugdagError(f"modality: text needs the text extra, and {', '.join(missing)} is not installed: "
-                              "pip install 'augdag[text]' (make setup installs it)")
-    return importlib.import_module(f"augdag.tasks.{name}" + (".text" if modality == "text" and stage.text else ""))
+            raise AugdagError(f"modality: {modality} needs the {modality} extra, and {', '.join(missing)} is not "
+                              f"installed: pip install 'augdag[{modality}]' (make setup installs it)")
+    return importlib.import_module(f"augdag.tasks.{name}" + (f".{modality}" if own else ""))
 
 
 def run_stage(name: str, params, root: Path, **runtime) -> dict:
@@ -124,23 +127,29 @@ def replay(root: Path, sample_id: str, params=None) -> dict:
     when all agree. With `params`, also re-draw its record from its seed and say whether the current params
     draw the same one."""
     stage, r = find(root, sample_id)
-    text = is_text_run(root)
+    modality = run_modality(root)
+    text = modality == "text"
     result = {"sample_id": sample_id, "stage": stage, "recorded_hash": r["content_hash"]}
     if not text:
         from augdag.storage import StageData, content_hash
 
         result["stored_hash"] = content_hash(StageData(out_dir(root, stage), manifest=False).image(r))
-    result.update(module(stage, "text" if text else "image").replay(root, r, params))
+    result.update(module(stage, modality).replay(root, r, params))
     result["match"] = result["replayed_hash"] == result["recorded_hash"] == result.get("stored_hash",
                                                                                         result["recorded_hash"])
     return result
 
 
-def is_text_run(root: Path) -> bool:
-    """Whether the project's ingest output holds texts (its summary says so)."""
+def run_modality(root: Path) -> str:
+    """What the project's ingest output holds: image, text or audio (its summary says so)."""
     from augdag.storage import try_read_json
 
-    return (try_read_json(out_dir(root, "ingest") / "summary.json") or {}).get("modality") == "text"
+    return (try_read_json(out_dir(root, "ingest") / "summary.json") or {}).get("modality", "image")
+
+
+def is_text_run(root: Path) -> bool:
+    """Whether the project's ingest output holds texts."""
+    return run_modality(root) == "text"
 
 
 def _record_timing(root: Path, name: str, seconds: float, error: str | None) -> None:

@@ -18,8 +18,9 @@ from augdag.tasks.strategy import load_plan
 
 
 def run_branch(p: Params, root: Path, branch: str, chunk_fn: Callable, mapper: Callable = map,
-               chunk_size: int = 512, check: Callable | None = None) -> dict:
-    """`chunk_fn((p, root, [(parent_id, k), ...])) -> [(image, row fields), ...]`."""
+               chunk_size: int = 512, check: Callable | None = None, writer: type[StageWriter] = StageWriter) -> dict:
+    """`chunk_fn((p, root, [(parent_id, k), ...])) -> [(image, row fields), ...]`; with an audio writer
+    (augdag.audio.store.AudioWriter), `[(spectrogram image, row fields, clip), ...]`."""
     plan = load_plan(root, branch)
     items = [(pid, k) for pid in plan["parents"] for k in range(plan["multiplier"])] if plan["enabled"] else []
     if items and check is not None:
@@ -28,10 +29,10 @@ def run_branch(p: Params, root: Path, branch: str, chunk_fn: Callable, mapper: C
     logger().info("%s: %d samples in %d chunks", branch, len(items), len(chunks))
     progress = Progress(branch, len(items))
     with atomic_dir(out_dir(root, branch)) as tmp:
-        w = StageWriter(tmp, p.ingest.shard_size)
+        w = writer(tmp, p.ingest.shard_size)
         for result in mapper(chunk_fn, chunks):
-            for img, fields in result:
-                w.add(img, **fields)
+            for img, fields, *clip in result:
+                w.add_clip(img, clip[0], **fields) if clip else w.add(img, **fields)
             progress.update(len(result))
         w.close(frame=False)
         summary = {"enabled": plan["enabled"], "samples": w.count, "numerics": numerics.state()}

@@ -98,30 +98,37 @@ def _select_folder(ip: IngestParams, seed: int):
     if problems:
         logger().warning("ingest: %d bad file(s) left out (ingest.on_bad_file: skip), listed in "
                          "data/ingest/rejected.csv\n%s", len(problems), problems_report(root, problems))
+    rows = [(path.relative_to(root).as_posix(), split, c, str(path),
+             lambda path=path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels))
+            for path, split, c in split_folder(root, classes, files, ip, seed)]
+    return classes, rows, problems
+
+
+def split_folder(root: Path, classes: list[str], files: list[tuple[Path, int]], ip, seed: int,
+                 noun: str = "image") -> list[tuple[Path, str, int]]:
+    """(file, split, class) of a folder's good files: per class in a seeded order, the test files first, then
+    validation, train (ip.n_per_class, or all left but the unlabelled) and unlabelled ones. `ip` holds
+    n_per_class, n_val_per_class, n_test_per_class and (images) n_unlabelled_per_class."""
     labels = np.array([c for _, c in files])
-    rows = []
+    n_unl = getattr(ip, "n_unlabelled_per_class", 0)
+    out = []
     for c, idx in enumerate(_per_class(labels, len(classes), seed, "folder")):
         need = ip.n_val_per_class + ip.n_test_per_class + 1
         if len(idx) < need:
-            raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} images; at least {need} are "
+            raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} {noun}s; at least {need} are "
                             f"needed (n_test_per_class={ip.n_test_per_class} + "
                             f"n_val_per_class={ip.n_val_per_class} + 1 train)")
         test, val = idx[:ip.n_test_per_class], idx[ip.n_test_per_class:ip.n_test_per_class + ip.n_val_per_class]
         rest = idx[ip.n_test_per_class + ip.n_val_per_class:]
-        n_unl = ip.n_unlabelled_per_class
         train = rest[:len(rest) - n_unl] if ip.n_per_class is None else rest[:ip.n_per_class]
         unlabelled = rest[len(train):len(train) + n_unl]
         if len(unlabelled) < n_unl or not len(train):
-            raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} images; "
+            raise DataError(f"{root / classes[c]}: class '{classes[c]}' has {len(idx)} {noun}s; "
                             f"ingest.n_unlabelled_per_class={n_unl} more than the test, validation and train "
-                            f"images are not there")
+                            f"{noun}s are not there")
         for split, chosen in (("train", train), ("val", val), ("test", test), ("unlabelled", unlabelled)):
-            for i in chosen:
-                path = files[i][0]
-                rel = path.relative_to(root).as_posix()
-                rows.append((rel, split, c, str(path),
-                             lambda path=path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)))
-    return classes, rows, problems
+            out += [(files[i][0], split, c) for i in chosen]
+    return out
 
 
 def validate(manifest: pd.DataFrame, classes: list[str], ip: IngestParams, results_dir: Path | None = None) -> None:

@@ -47,8 +47,9 @@ from augdag.tasks.finetune import targets
 from augdag.tasks.quality import scores as image_scores
 
 SCORES = ("psnr", "ssim", "in_frame", "label_prob", "outlier_z")
-# The scores whose mean and low quantile go into the gate's DVC metrics (images and texts).
-SUMMARISED = frozenset({"psnr", "ssim", "label_prob", "semantic_similarity"})
+AUDIO_SCORES = SCORES + ("snr",)  # audio: the clip's SNR against its source (traditional; tasks/quality/audio.py)
+# The scores whose mean and low quantile go into the gate's DVC metrics (images, texts and audio).
+SUMMARISED = frozenset({"psnr", "ssim", "label_prob", "semantic_similarity", "snr"})
 # the scoring batch: the reference classifier embeds rows [k * CHUNK, (k + 1) * CHUNK) of a branch together
 CHUNK = 1024
 # rows of a scoring job (a shard task on Dask): whole CHUNKs, so the batches are the same however jobs are cut
@@ -67,19 +68,25 @@ def score_job(args) -> dict[str, np.ndarray]:
     start with one."""
     import torch
 
-    branch, root, rows, ref, threads = args
+    branch, root, rows, ref, threads, *audio = args  # audio: [its FeatureParams] on an audio run
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     data = StageData(out_dir(root, branch), manifest=False)
     raw = StageData.shared(out_dir(root, "ingest"))
     cycle = StageData(cycle_dir(root), manifest=False) if branch == "crossdomain" else None  # once: its maps stay
-    cols = {k: np.full(len(rows), np.nan) for k in ("psnr", "ssim", "in_frame", "label_prob")}
+    names = ("psnr", "ssim", "in_frame", "label_prob") + (("snr",) if audio else ())
+    cols = {k: np.full(len(rows), np.nan) for k in names}
     for start in range(0, len(rows), CHUNK):
         part = rows.iloc[start:start + CHUNK]
         sl = slice(start, start + len(part))
         images = data.images(part)
         cols["label_prob"][sl] = scoring.label_prob(ref.proba(images), targets(part, ref.n_classes).numpy())
-        if branch == "traditional":
+        if branch == "traditional" and audio:
+            from augdag.tasks.quality.audio import traditional_scores
+
+            for k, v in traditional_scores(root, part, np.stack(_parent_images(raw, part, 0)), images).items():
+                cols[k][sl] = v
+        elif branch == "traditional":
             sources = np.stack(_parent_images(raw, part, 0))
             records = [json.loads(q or "{}") for q in part.op_params]
             sc = image_scores.traditional_scores(sources, images, [r.get("ops", []) for r in records],
@@ -107,7 +114,7 @@ def _parent_images(raw: StageData, rows: pd.DataFrame, j: int) -> list[np.ndarra
 
 
 def score_branch(branch: str, m: pd.DataFrame, root: Path, ref: image_scores.ReferenceClassifier,
-                 raw_ids: pd.Index, mapper=map, progress: Progress | None = None) -> pd.DataFrame:
+                 raw_ids: pd.Index, mapper=map, progress: Progress | None = None, audio=None) -> pd.DataFrame:
     """The branch manifest (or a chunk of it) with the score columns and the derived columns the gate checks.
 
     The scores come from jobs of JOB_ROWS rows through `mapper` (in order); raw_ids: the raw train sample ids.
@@ -117,12 +124,12 @@ def score_branch(branch: str, m: pd.DataFrame, root: Path, ref: image_scores.Ref
     counts = [len(ps) if ps is not None else 0 for ps in m.parent_ids]
     ends = np.cumsum(counts)
     parents_ok = np.array([bool(known[e - c:e].all()) for c, e in zip(counts, ends)], dtype=bool)
-    cols = {k: np.full(len(m), np.nan) for k in SCORES}
+    cols = {k: np.full(len(m), np.nan) for k in (AUDIO_SCORES if audio else SCORES)}
     scorable = m[parents_ok] if branch in SOURCED else m
     import torch
 
     threads = torch.get_num_threads()
-    jobs = [(branch, root, scorable.iloc[s:s + JOB_ROWS][JOB_COLUMNS], ref, threads)
+    jobs = [(branch, root, scorable.iloc[s:s + JOB_ROWS][JOB_COLUMNS], ref, threads, *([audio] if audio else []))
             for s in range(0, len(scorable), JOB_ROWS)]
     where = np.flatnonzero(parents_ok) if branch in SOURCED else np.arange(len(m))
     start = 0
@@ -134,8 +141,9 @@ def score_branch(branch: str, m: pd.DataFrame, root: Path, ref: image_scores.Ref
         if progress:
             progress.update(n)
     out = m.copy()
-    for k in ("psnr", "ssim", "in_frame", "label_prob"):
-        out[k] = cols[k]
+    for k in cols:
+        if k != "outlier_z":
+            out[k] = cols[k]
     out["soft_label_sum"] = scoring.soft_label_sum(m.soft_label)
     out["parents_in_raw"] = parents_ok
     return out
@@ -159,7 +167,7 @@ def reference_rows(train: pd.DataFrame, per_class: int | None, seed: int) -> pd.
     return train[keep]
 
 
-def _checks(p: Params, branch: str, n_classes: int) -> tuple[dict, dict]:
+def _checks(p: Params, branch: str, n_classes: int, gate: checks.Gate = checks.BRANCH) -> tuple[dict, dict]:
     """(the gate's parameters, modes) for one branch: a null threshold, or no watched outlier score, turns its
     check off."""
     th = getattr(p.quality.thresholds, branch)
@@ -167,20 +175,25 @@ def _checks(p: Params, branch: str, n_classes: int) -> tuple[dict, dict]:
     params = {"label_set": list(range(n_classes)), "psnr_min": th.psnr, "ssim_min": th.ssim,
               "in_frame_min": th.in_frame, "label_prob_min": th.label_prob,
               "sigma": p.quality.outlier.sigma if watched else None}
-    return params, checks.BRANCH.modes_for(p.quality.modes)
+    if gate is checks.AUDIO_BRANCH:  # a time shift moves every frame: on clips the traditional branch's check is SNR
+        params["snr_min"] = p.audio.quality.snr_min
+        if branch == "traditional":
+            params["psnr_min"] = params["ssim_min"] = None
+    return params, gate.modes_for(p.quality.modes)
 
 
-def _scores_json(frame: pd.DataFrame) -> list[str]:
+def _scores_json(frame: pd.DataFrame, scores: tuple[str, ...] = SCORES) -> list[str]:
     """Per row, the JSON of its non-missing scores (rounded to 6 digits), column-wise."""
-    cols = {k: frame[k].to_numpy(np.float64) for k in SCORES}
-    return [json.dumps({k: round(float(cols[k][i]), 6) for k in SCORES if not np.isnan(cols[k][i])}, sort_keys=True)
+    cols = {k: frame[k].to_numpy(np.float64) for k in scores}
+    return [json.dumps({k: round(float(cols[k][i]), 6) for k in scores if not np.isnan(cols[k][i])}, sort_keys=True)
             for i in range(len(frame))]
 
 
-def run(p: Params, root: Path, mapper=map, **_) -> dict:
+def run(p: Params, root: Path, mapper=map, audio=None, **_) -> dict:
     """Each branch's manifest goes through scoring and its suite in chunks of quality.chunk_rows rows (Arrow
     holds the manifest, checked on read, sample ids unique; pandas, the scores and Great Expectations see one
-    chunk at a time); kept and rejected rows are appended to their Parquet files chunk by chunk."""
+    chunk at a time); kept and rejected rows are appended to their Parquet files chunk by chunk. `audio`: the
+    FeatureParams of an audio run (tasks/quality/audio.py): its traditional branch is scored on the clips too."""
     log = logger()
     checks.check_modes(p.quality.modes)
     if p.quality.chunk_rows % CHUNK:  # the embedder's batches must not depend on the chunking (float results do)
@@ -214,12 +227,14 @@ def run(p: Params, root: Path, mapper=map, **_) -> dict:
             table = read_table(out_dir(root, branch) / MANIFEST)
             watch = p.quality.outlier.score.get(branch)
             window = scoring.WindowZ(p.quality.outlier.window_size)
-            params, modes = _checks(p, branch, len(names))
-            tally = BranchTally(SCORES, sizes[branch])
+            gate, scores = (checks.AUDIO_BRANCH, AUDIO_SCORES) if audio else (checks.BRANCH, SCORES)
+            params, modes = _checks(p, branch, len(names), gate)
+            tally = BranchTally(scores, sizes[branch])
             for m in table_chunks(table, p.quality.chunk_rows):
-                frame = score_branch(branch, m, root, ref, raw_ids, jobs_map, progress)
+                frame = score_branch(branch, m, root, ref, raw_ids, jobs_map, progress, audio)
                 frame["outlier_z"] = window(frame[watch].to_numpy(np.float64)) if watch else np.nan
-                k, r = gate_chunk(branch, frame, checks.BRANCH, params, modes, results, tally, _scores_json)
+                k, r = gate_chunk(branch, frame, gate, params, modes, results, tally,
+                                  lambda f, scores=scores: _scores_json(f, scores))
                 yield k, r
             summary[branch] = tally.summary()
 

@@ -53,9 +53,10 @@ def section(sid: str, title: str, fn, *args) -> dict:
     return {"id": sid, "title": title, "body": Markup(str(body).removesuffix("\n"))}
 
 
-def render(p: Params, root: Path, timings: bool = True) -> str:
+def render(p: Params, root: Path, timings: bool = True, extra: list | None = None) -> str:
     """The report page; `timings=False` leaves out the stage times (per-run facts), so the page is a function
-    of the outputs alone."""
+    of the outputs alone. `extra`: sections after the sample grids (audio's clips), as (id, title, fn, *args);
+    they may embed sound (the page then allows data: media)."""
     root = Path(root)
     status = {s: stage_status(root, s) for s in STAGES}
     times, detail = {s: None for s in STAGES}, {s: "" for s in STAGES}
@@ -78,9 +79,11 @@ def render(p: Params, root: Path, timings: bool = True) -> str:
         except (TypeError, KeyError, ValueError):
             pass  # the evaluation section says what is missing
     parts = [section("stages", "Stages", sections.stages, root, status, times, detail),
-             section("dataset", "Dataset", sections.dataset, root, str(p.ingest.source)),
+             section("dataset", "Dataset", sections.dataset, root,
+                     str(p.audio.ingest.source if p.modality == "audio" else p.ingest.source)),
              section("gate", "Quality gate", sections.gate, root, n, linked),
              section("samples", "Samples", sections.samples, root, n, linked),
+             *(section(*e) for e in extra or ()),
              section("crossdomain", "Cross-domain translation", sections.crossdomain, root, n, linked),
              section("training", "Training", sections.training, root),
              section("evaluation", "Test metrics", sections.evaluation, root),
@@ -88,17 +91,18 @@ def render(p: Params, root: Path, timings: bool = True) -> str:
              section("search", "Strategy search", sections.search, root),
              section("lineage", "Lineage", lineage.section, index, index_error)]
     return str(render_template("page.html.j2", css=static("report.css"), any_run=any_run, headline=headline,
+                               media=bool(extra),
                                failed=[s for s, (st, _) in status.items() if st in ("failed or incomplete", "failed")],
                                missing=[s for s, (st, _) in status.items() if st == "missing"], sections=parts))
 
 
-def run(p: Params, root: Path, **_) -> dict:
+def run(p: Params, root: Path, extra: list | None = None, **_) -> dict:
     """data/report/report.html (a DVC output: the same bytes for the same outputs) and, untracked beside the
     other per-run records, data/validation/report-timed.html: the same page with this run's stage times."""
-    page = render(p, root, timings=False)
+    page = render(p, root, timings=False, extra=extra)
     with atomic_dir(out_dir(root, "report")) as tmp:
         write_text(tmp / "report.html", page)
     timed = out_dir(root, "validation") / "report-timed.html"
     timed.parent.mkdir(parents=True, exist_ok=True)
-    write_text(timed, render(p, root))
+    write_text(timed, render(p, root, extra=extra))
     return {"report": str(out_dir(root, "report") / "report.html"), "bytes": len(page)}

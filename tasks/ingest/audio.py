@@ -1,0 +1,113 @@
+"""The ingest stage on audio (params `modality: audio`, settings in `audio.ingest` and `audio.features`).
+
+A folder of WAV/FLAC files per class (or the synthesised spoken digits): every file checked as image folders
+are (links outside the folder, non-regular files, names that are not UTF-8, wrong suffixes; then decoded by
+content, bounded by audio.ingest.max_seconds), resampled, trimmed and cut or padded to one clip length, split as
+image folders are, and stored as log-Mel spectrogram images with their clips (augdag/audio/store.py). The raw
+suites are the images' (expectations/raw*.json), on n_mels x frames x 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augdag.audio import assets, features
+from augdag.audio.data import AUDIO_SUFFIXES, load_clip, to_float
+from augdag.audio.store import AudioWriter
+from augdag.data import Problem, problems_report, survey_folder
+from augdag.errors import DataError
+from augdag.log import Progress, logger
+from augdag.params import Params
+from augdag.storage import StageData, atomic_dir, content_hash, write_json
+from augdag.tasks import out_dir
+from augdag.tasks.ingest import split_folder, validate
+
+NOUN = "audio file"
+
+
+def check_folder(p: Params) -> tuple[Path, list[str], list[tuple[Path, int]], list[Problem], dict]:
+    """(folder, classes, good files, problems, clips by file): every file decoded once, so a bad file is found
+    now; with problems and on_bad_file: fail, a DataError listing them all."""
+    ai, feats = p.audio.ingest, p.audio.features
+    root = assets.folder() if ai.source == "spoken-digits" else Path(ai.source)
+    classes, files, problems = survey_folder(root, suffixes=AUDIO_SUFFIXES, noun=NOUN)
+    progress = Progress("ingest: reading clips", len(files))
+    good, clips = [], {}
+    for path, c in files:
+        try:
+            clips[path] = load_clip(path, feats.sample_rate, feats.clip_samples, ai.max_seconds, ai.trim_db)
+            good.append((path, c))
+        except DataError as err:
+            kind = "too long" if "max_seconds" in str(err) else "corrupt or unreadable audio"
+            problems.append(Problem(kind, repr(str(path))[1:-1], str(err)))
+        progress.update()
+    left = sorted({c for _, c in good})
+    for c in sorted(set(range(len(classes))) - set(left)):
+        problems.append(Problem("class folder without readable audio", str(root / classes[c]),
+                                f"{root / classes[c]}: no readable audio file in class folder '{classes[c]}'"))
+    if problems and ai.on_bad_file == "fail":
+        raise DataError(problems_report(root, problems) + "\nNothing was written. Fix or remove these files, or set "
+                        "audio.ingest.on_bad_file: skip to leave them out (then listed in data/ingest/rejected.csv).")
+    index = {c: i for i, c in enumerate(left)}
+    return root, [classes[c] for c in left], [(f, index[c]) for f, c in good], problems, clips
+
+
+def run(p: Params, root: Path, **_) -> dict:
+    root = Path(root)
+    ai, feats = p.audio.ingest, p.audio.features
+    folder, classes, files, rejected, clips = check_folder(p)
+    if rejected:
+        logger().warning("ingest: %d bad file(s) left out (audio.ingest.on_bad_file: skip), listed in "
+                         "data/ingest/rejected.csv\n%s", len(rejected), problems_report(folder, rejected))
+    chosen = split_folder(folder, classes, files, ai, p.seed, NOUN)
+    source = "spoken-digits (espeak-ng)" if ai.source == "spoken-digits" else str(folder)
+    logger().info("ingest (audio): %d clips, %d classes from %s", len(chosen), len(classes), source)
+    with atomic_dir(out_dir(root, "ingest")) as tmp:
+        w = AudioWriter(tmp, p.ingest.shard_size)
+        progress = Progress("ingest", len(chosen))
+        for path, split, c in chosen:
+            wave = clips[path]
+            w.add_clip(features.log_mel(to_float(wave), feats), wave, sample_id=path.relative_to(folder).as_posix(),
+                       split=split, branch="raw", label=c, parent_ids=[], source=str(path), op_params="{}")
+            progress.update()
+        manifest = w.close()
+        write_json(tmp / "classes.json", {"classes": classes})
+        results = out_dir(root, "validation") / "ingest"
+        results.mkdir(parents=True, exist_ok=True)
+        validate(manifest, classes, _ImageShape(feats.n_mels, ai), results_dir=results)
+        summary = {"classes": len(classes), "modality": "audio", "sample_rate": feats.sample_rate,
+                   "clip_samples": feats.clip_samples, "features": feats.model_dump(),
+                   **{s: int((manifest.split == s).sum()) for s in ("train", "val", "test")}}
+        if ai.source == "spoken-digits":
+            summary["dataset_digest"] = (folder / assets.DONE).read_text().strip()
+        if rejected:
+            pd.DataFrame(rejected, columns=list(Problem._fields)).to_csv(tmp / "rejected.csv", index=False)
+            summary["rejected"] = len(rejected)
+        write_json(tmp / "summary.json", summary)
+    return summary
+
+
+class _ImageShape:
+    """What the image ingest's `validate` reads of its params, for spectrogram images."""
+
+    def __init__(self, size: int, ai):
+        self.image_size, self.channels = size, 1
+        self.n_per_class, self.n_val_per_class, self.n_test_per_class = (ai.n_per_class, ai.n_val_per_class,
+                                                                         ai.n_test_per_class)
+
+
+def replay(root: Path, r: dict, params: Params | None = None) -> dict:
+    """A raw clip is not regenerated: the hash of its stored spectrogram, and whether it is still its clip's."""
+    from augdag.audio.store import waves
+
+    folder = out_dir(root, "ingest")
+    image = StageData(folder, manifest=False).image(r)
+    out = {"replayed_hash": content_hash(image), "note": "raw clip: hash of the stored spectrogram"}
+    if params is not None:
+        wave = waves(folder, [r])[0]
+        out["params_redrawn_match"] = bool(np.array_equal(features.log_mel(to_float(wave), params.audio.features),
+                                                          image))
+    return out
