@@ -67,7 +67,7 @@ def module(name: str, modality: str = "image") -> ModuleType:
     """The code of stage `name` for `modality` (image, text or audio)."""
     stage = _stage(name)
     own = (modality == "text" and stage.text) or (modality == "audio" and stage.audio)
-    if modality in EXTRAS:
+    if own:
         missing = [m for m in EXTRAS[modality] if importlib.util.find_spec(m) is None]
         if missing:
             from augdag.errors import AugdagError

@@ -153,6 +153,17 @@ def test_a_text_stage_without_the_text_extra_says_what_to_install(monkeypatch):
         tasks.module("traditional", "text")
     assert tasks.module("strategy", "text").__name__ == "augdag.tasks.strategy"  # strategy serves both
     assert tasks.module("traditional").__name__ == "augdag.tasks.traditional"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "librosa" else real(name, *a))
+    with pytest.raises(AugdagError, match=r"librosa is not installed: pip install 'augdag\[audio\]'"):
+        tasks.module("ingest", "audio")
+    assert tasks.module("mix", "audio").__name__ == "augdag.tasks.mix"  # audio mixes spectrograms as images
+
+
+def test_audio_runs_its_own_code_where_a_stage_has_it_and_the_image_code_elsewhere():
+    own = {name for name in tasks.STAGES if tasks.module(name, "audio").__name__.endswith(".audio")}
+    assert own == {"ingest", "traditional", "quality", "report"}
+    for name in own:
+        assert (REPO / "tasks" / name / "audio.py").is_file()
 
 
 @pytest.mark.parametrize("pipeline, flow, last", [("compare", "compare", "evaluate"), ("tune", "tune", "finetune")])

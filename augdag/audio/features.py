@@ -26,11 +26,14 @@ def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 def mel_db(x: np.ndarray, cfg: FeatureParams) -> np.ndarray:
-    """n_mels x frames dB (float64) of float samples in [-1, 1]."""
+    """n_mels x frames dB (float64) of float samples in [-1, 1] (cut or padded to the clip length first)."""
     import librosa
 
-    spec = np.abs(librosa.stft(np.asarray(x, np.float64), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                               window="hann", center=True, pad_mode="constant")) ** 2
+    from augdag.audio.data import fit
+
+    x = fit(np.asarray(x, np.float64), cfg.clip_samples)
+    spec = np.abs(librosa.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window="hann", center=True,
+                               pad_mode="constant")) ** 2
     # 4 / n_fft^2 scales a full-scale sine's Hann-windowed peak to about 1 (0 dB)
     mel = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels) @ spec * (4.0 / (cfg.n_fft / 2) ** 2)
     db = 10.0 * np.log10(np.maximum(mel, 1e-20))

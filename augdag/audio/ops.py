@@ -27,12 +27,11 @@ OPS = WAVE_OPS + SPEC_OPS
 
 def make_params(cfg: AudioOpsParams, seed: int, feats: FeatureParams) -> list[dict]:
     """The ops one clip draws, with every drawn value: a JSON-able record."""
-    g = rng(seed, "audio-ops")
     out: list[dict] = []
     for name in OPS:
         op = getattr(cfg, name)
-        applied = g.random() < op.p  # drawn for every op, so one op's p does not move the others' draws
-        if not applied:
+        g = rng(seed, "audio-ops", name)  # a generator per op: one op's p or ranges do not move the others' draws
+        if not g.random() < op.p:
             continue
         if name == "shift":
             most = int(round(op.max_seconds * feats.sample_rate))
