@@ -55,7 +55,8 @@ def replay(root: Path, r: dict, params: Params | None = None) -> dict:
     """The parent's clip through the recorded ops; with `params`, whether the seed re-draws the same record."""
     pid = list(r["parent_ids"])[0]
     clips, _ = _parents(root, [pid])
-    rec = json.loads(r["op_params"])["ops"]
+    rec = r["op_params"] if isinstance(r["op_params"], dict) else json.loads(r["op_params"])  # lineage parses it
+    rec = rec["ops"]
     feats = (params.audio.features if params is not None else _features(root))
     _, image = ops.augment(clips[pid], rec, feats)
     out = {"replayed_hash": content_hash(image)}
