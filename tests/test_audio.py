@@ -49,6 +49,8 @@ def test_a_clip_is_resampled_mixed_to_mono_trimmed_and_padded(tmp_path):
     assert not wave[int(0.35 * SR):].any()  # padded with silence
     untrimmed = data.load_clip(path, SR, FEATS.clip_samples, 30, None)
     assert np.flatnonzero(np.abs(untrimmed) > 300)[0] > 0.24 * SR
+    centred = np.flatnonzero(np.abs(data.load_clip(path, SR, FEATS.clip_samples, 30, 40.0, "centre")) > 300)
+    assert abs((centred[0] + centred[-1]) / 2 - FEATS.clip_samples / 2) < 200  # the sound in the middle
 
 
 @pytest.mark.parametrize("content, match", [

@@ -47,13 +47,16 @@ def trim(x: np.ndarray, top_db: float | None) -> np.ndarray:
     return x[start:end] if end > start else x
 
 
-def fit(x: np.ndarray, n: int) -> np.ndarray:
-    """Cut to n samples or pad with silence at the end."""
-    return x[:n] if len(x) >= n else np.concatenate([x, np.zeros(n - len(x), x.dtype)])
+def fit(x: np.ndarray, n: int, align: str = "start") -> np.ndarray:
+    """n samples: cut (the middle kept when centred) or padded with silence (at the end, or both sides)."""
+    extra = len(x) - n
+    if align == "centre":
+        return x[extra // 2:extra // 2 + n] if extra >= 0 else np.pad(x, (-extra // 2, -extra - (-extra // 2)))
+    return x[:n] if extra >= 0 else np.concatenate([x, np.zeros(-extra, x.dtype)])
 
 
 def load_clip(path: Path, sample_rate: int, clip_samples: int, max_seconds: float,
-              trim_db: float | None) -> np.ndarray:
+              trim_db: float | None, align: str = "start") -> np.ndarray:
     """One file as `clip_samples` int16 samples at `sample_rate`: DataError naming the file for what is not
     audio (by its content), empty, longer than `max_seconds`, or holding non-finite samples."""
     import soundfile as sf
@@ -78,4 +81,4 @@ def load_clip(path: Path, sample_rate: int, clip_samples: int, max_seconds: floa
         raise DataError(f"{path}: holds NaN or infinite samples; refused")
     x = data.mean(axis=1)
     x = resample(x, int(rate), sample_rate)
-    return to_int16(fit(trim(x, trim_db), clip_samples))
+    return to_int16(fit(trim(x, trim_db), clip_samples, align))

@@ -42,6 +42,9 @@ class AudioIngestParams(_Strict):
     trim_db: float | None = Field(default=40.0, gt=0, le=120,
                                   description="trim leading and trailing audio quieter than this many dB under the "
                                               "clip's peak before padding/cutting (null = no trim)")
+    align: str = Field(default="centre", pattern="^(centre|start)$",
+                       description="where a (trimmed) sound sits in its clip: centre (padded both sides, so a time "
+                                   "shift either way keeps it whole) | start (padded at the end)")
     on_bad_file: str = Field(default="fail", pattern="^(fail|skip)$",
                              description="a folder's bad files: fail lists every one and stops | skip leaves them "
                                          "out (listed in data/ingest/rejected.csv)")

@@ -38,7 +38,8 @@ def check_folder(p: Params) -> tuple[Path, list[str], list[tuple[Path, int]], li
     good, clips = [], {}
     for path, c in files:
         try:
-            clips[path] = load_clip(path, feats.sample_rate, feats.clip_samples, ai.max_seconds, ai.trim_db)
+            clips[path] = load_clip(path, feats.sample_rate, feats.clip_samples, ai.max_seconds, ai.trim_db,
+                                    ai.align)
             good.append((path, c))
         except DataError as err:
             kind = "too long" if "max_seconds" in str(err) else "corrupt or unreadable audio"
