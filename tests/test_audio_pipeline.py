@@ -50,7 +50,7 @@ def audio_params(folder: Path) -> dict:
         "generative": {"model": {"steps": 10}},
         "quality": {"modes": {"snr": "filter"}},
         "finetune": {"steps": 3, "batch_size": 8, "eval_every": 3},
-        "evaluate": {"robustness": {"epsilons": [0.01], "n_samples": 8}},
+        "evaluate": {"robustness": {"enabled": False}},
         "report": {"grid_samples": 4},
         "audio": {
             "ingest": {"source": str(folder), "n_per_class": 4, "n_val_per_class": 2, "n_test_per_class": 4},
