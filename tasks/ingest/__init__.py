@@ -71,23 +71,36 @@ def check_folder(ip: IngestParams) -> tuple[list[str], list[tuple[Path, int]], l
     (classes, good files, problems). With problems and ingest.on_bad_file: fail, DataError listing them all."""
     root = Path(ip.source)
     classes, files, problems = survey_folder(root)
+    classes, good, problems = decode_all(
+        root, classes, files, problems, lambda path: load_image(path, ip.image_size, ip.channels, ip.max_image_pixels),
+        lambda err: next((k for key, k in _DECODE_KINDS if key in err), "corrupt or unreadable image"),
+        ip.on_bad_file, "ingest.on_bad_file")
+    return classes, good, problems
+
+
+def decode_all(root: Path, classes: list[str], files: list[tuple[Path, int]], problems: list[Problem], load, kind,
+               on_bad_file: str, key: str, noun: str = "image") -> tuple[list[str], list[tuple[Path, int]],
+                                                                      list[Problem]]:
+    """`load(path)` on every surveyed file (what it returns is dropped: memory stays bounded whatever the folder's
+    size): (classes left, good (file, class) pairs, problems). A DataError is a problem of kind `kind(message)`; a
+    class left without a good file is one too. With problems and on_bad_file fail, one DataError listing them all
+    (`key` names the setting)."""
     progress = Progress("ingest: checking files", len(files))
     good = []
     for path, c in files:
         try:
-            load_image(path, ip.image_size, ip.channels, ip.max_image_pixels)
+            load(path)
             good.append((path, c))
         except DataError as err:
-            kind = next((k for key, k in _DECODE_KINDS if key in str(err)), "corrupt or unreadable image")
-            problems.append(Problem(kind, repr(str(path))[1:-1], str(err)))
+            problems.append(Problem(kind(str(err)), repr(str(path))[1:-1], str(err)))
         progress.update()
     left = sorted({c for _, c in good})
     for c in sorted(set(range(len(classes))) - set(left)):
-        problems.append(Problem("class folder without readable images", str(root / classes[c]),
-                                f"{root / classes[c]}: no readable image in class folder '{classes[c]}'"))
-    if problems and ip.on_bad_file == "fail":
+        problems.append(Problem(f"class folder without readable {noun}s", str(root / classes[c]),
+                                f"{root / classes[c]}: no readable {noun} in class folder '{classes[c]}'"))
+    if problems and on_bad_file == "fail":
         raise DataError(problems_report(root, problems) + "\nNothing was written. Fix or remove these files, or "
-                        "set ingest.on_bad_file: skip to leave them out (then listed in data/ingest/rejected.csv).")
+                        f"set {key}: skip to leave them out (then listed in data/ingest/rejected.csv).")
     index = {c: i for i, c in enumerate(left)}
     return [classes[c] for c in left], [(p, index[c]) for p, c in good], problems
 

@@ -18,48 +18,37 @@ from augdag.audio import assets, features
 from augdag.audio.data import AUDIO_SUFFIXES, load_clip, to_float
 from augdag.audio.store import AudioWriter
 from augdag.data import Problem, problems_report, survey_folder
-from augdag.errors import DataError
 from augdag.log import Progress, logger
 from augdag.params import Params
 from augdag.storage import StageData, atomic_dir, content_hash, write_json
 from augdag.tasks import out_dir
-from augdag.tasks.ingest import split_folder, validate
+from augdag.tasks.ingest import decode_all, split_folder, validate
 
 NOUN = "audio file"
 
 
-def check_folder(p: Params) -> tuple[Path, list[str], list[tuple[Path, int]], list[Problem], dict]:
-    """(folder, classes, good files, problems, clips by file): every file decoded once, so a bad file is found
-    now; with problems and on_bad_file: fail, a DataError listing them all."""
-    ai, feats = p.audio.ingest, p.audio.features
+def check_folder(p: Params) -> tuple[Path, list[str], list[tuple[Path, int]], list[Problem]]:
+    """(folder, classes, good files, problems): every file decoded, so a bad file is found now; with problems and
+    on_bad_file: fail, a DataError listing them all."""
+    ai = p.audio.ingest
     root = assets.folder() if ai.source == "spoken-digits" else Path(ai.source)
     classes, files, problems = survey_folder(root, suffixes=AUDIO_SUFFIXES, noun=NOUN)
-    progress = Progress("ingest: reading clips", len(files))
-    good, clips = [], {}
-    for path, c in files:
-        try:
-            clips[path] = load_clip(path, feats.sample_rate, feats.clip_samples, ai.max_seconds, ai.trim_db,
-                                    ai.align)
-            good.append((path, c))
-        except DataError as err:
-            kind = "too long" if "max_seconds" in str(err) else "corrupt or unreadable audio"
-            problems.append(Problem(kind, repr(str(path))[1:-1], str(err)))
-        progress.update()
-    left = sorted({c for _, c in good})
-    for c in sorted(set(range(len(classes))) - set(left)):
-        problems.append(Problem("class folder without readable audio", str(root / classes[c]),
-                                f"{root / classes[c]}: no readable audio file in class folder '{classes[c]}'"))
-    if problems and ai.on_bad_file == "fail":
-        raise DataError(problems_report(root, problems) + "\nNothing was written. Fix or remove these files, or set "
-                        "audio.ingest.on_bad_file: skip to leave them out (then listed in data/ingest/rejected.csv).")
-    index = {c: i for i, c in enumerate(left)}
-    return root, [classes[c] for c in left], [(f, index[c]) for f, c in good], problems, clips
+    classes, good, problems = decode_all(
+        root, classes, files, problems, lambda path: _load(p, path),
+        lambda err: "too long" if "max_seconds" in err else "corrupt or unreadable audio",
+        ai.on_bad_file, "audio.ingest.on_bad_file", "audio file")
+    return root, classes, good, problems
+
+
+def _load(p: Params, path: Path):
+    ai, feats = p.audio.ingest, p.audio.features
+    return load_clip(path, feats.sample_rate, feats.clip_samples, ai.max_seconds, ai.trim_db, ai.align)
 
 
 def run(p: Params, root: Path, **_) -> dict:
     root = Path(root)
     ai, feats = p.audio.ingest, p.audio.features
-    folder, classes, files, rejected, clips = check_folder(p)
+    folder, classes, files, rejected = check_folder(p)
     if rejected:
         logger().warning("ingest: %d bad file(s) left out (audio.ingest.on_bad_file: skip), listed in "
                          "data/ingest/rejected.csv\n%s", len(rejected), problems_report(folder, rejected))
@@ -70,7 +59,7 @@ def run(p: Params, root: Path, **_) -> dict:
         w = AudioWriter(tmp, p.ingest.shard_size)
         progress = Progress("ingest", len(chosen))
         for path, split, c in chosen:
-            wave = clips[path]
+            wave = _load(p, path)  # again: the check kept no clip, so memory stays bounded
             w.add_clip(features.log_mel(to_float(wave), feats), wave, sample_id=path.relative_to(folder).as_posix(),
                        split=split, branch="raw", label=c, parent_ids=[], source=str(path), op_params="{}")
             progress.update()
