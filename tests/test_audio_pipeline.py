@@ -53,7 +53,8 @@ def audio_params(folder: Path) -> dict:
         "report": {"grid_samples": 4},
         "audio": {
             "ingest": {"source": str(folder), "n_per_class": 4, "n_val_per_class": 2, "n_test_per_class": 4},
-            "traditional": {"ops": {"noise": {"p": 1.0, "snr_db": [0.0, 20.0]}}},
+            "traditional": {"ops": {"noise": {"p": 1.0, "snr_db": [0.0, 20.0]}, "time_warp": {"p": 0.5},
+                                    "freq_mask": {"p": 0.5}, "time_mask": {"p": 0.5}}},
             "quality": {"snr_min": 8.0},
         },
     }
