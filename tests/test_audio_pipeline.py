@@ -167,6 +167,7 @@ def test_the_report_embeds_playable_clips_and_allows_them(flow_audio):
     assert html.count("<audio controls") >= 4 and "data:audio/wav;base64," in html
     assert "id='audio-traditional'" in html and "id='audio-mix'" in html
     assert "noise (snr_db" in html  # the ops of a variant are listed
+    assert "op mixup" in html or "op cutmix" in html  # and a mix's kind
 
 
 def test_evaluate_and_finetune_ran_on_spectrograms(flow_audio):

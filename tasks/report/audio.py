@@ -71,7 +71,8 @@ def clips(root: Path, feats: FeatureParams, linked: frozenset) -> dict | section
             if branch == "traditional":
                 item["ops"], item["clip"] = _ops(rec.get("ops", [])), _wav(wave, rate)
             else:
-                item["ops"] = ", ".join(f"{k} {sections._num(v)}" for k, v in rec.items() if k in ("op", "mode", "lam"))
+                item["ops"] = ", ".join(f"{k} {v if isinstance(v, str) else sections._num(v)}" for k, v in rec.items()
+                                        if k in ("op", "lam"))
                 item["clip"] = _wav(to_int16(features.invert(image, feats)), rate)
             out["branches"][branch].append(item)
     return out
