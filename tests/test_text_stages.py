@@ -70,8 +70,8 @@ def test_bad_text_input_names_file_and_key(tmp_path, text, message):
 def test_bad_text_params_name_the_key():
     with pytest.raises(ParamsError, match=r"text\.generative\.methods\.0 = 'summarise'"):
         parse_params({"modality": "text", "text": {"generative": {"methods": ["summarise"]}}})
-    with pytest.raises(ParamsError, match=r"modality = 'audio'"):
-        parse_params({"modality": "audio"})
+    with pytest.raises(ParamsError, match=r"modality = 'video'"):
+        parse_params({"modality": "video"})
     with pytest.raises(ParamsError, match=r"text\.quality\.text_length"):
         parse_params({"text": {"quality": {"text_length": [10, 2]}}})
 
