@@ -165,10 +165,12 @@ def augment(wave: np.ndarray, record: list[dict], feats: FeatureParams) -> tuple
 def snr_db(wave: np.ndarray, record: list[dict]) -> float:
     """The augmented clip against its source carried through the same ops without the noise: 10 log10 of signal
     over residual power (the noise, and what clipping made of it). NaN when the record adds no noise."""
-    if not any(op["op"] == "noise" for op in record):
+    noise = [op for op in record if op["op"] == "noise"]
+    if not noise:
         return float("nan")
-    clean = to_float(to_int16(apply_wave(to_float(wave), record, noise=False)))
-    noisy = to_float(to_int16(apply_wave(to_float(wave), record)))
+    before = apply_wave(to_float(wave), record, noise=False)  # noise is the last waveform op (WAVE_OPS' order)
+    clean = to_float(to_int16(before))
+    noisy = to_float(to_int16(apply_wave(before, noise)))
     residual = float(np.sum((noisy - clean) ** 2))
     signal = float(np.sum(clean ** 2))
     if residual == 0:  # a silent clip gets no noise

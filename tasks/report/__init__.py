@@ -55,8 +55,9 @@ def section(sid: str, title: str, fn, *args) -> dict:
 
 def render(p: Params, root: Path, timings: bool = True, extra: list | None = None) -> str:
     """The report page; `timings=False` leaves out the stage times (per-run facts), so the page is a function
-    of the outputs alone. `extra`: sections after the sample grids (audio's clips), as (id, title, fn, *args);
-    they may embed sound (the page then allows data: media)."""
+    of the outputs alone. `extra`: sections after the sample grids (audio's clips), as (id, title, fn, *args),
+    called fn(*args, linked) with the ids the lineage view holds; they may embed sound (the page then allows
+    data: media)."""
     root = Path(root)
     status = {s: stage_status(root, s) for s in STAGES}
     times, detail = {s: None for s in STAGES}, {s: "" for s in STAGES}
@@ -83,7 +84,7 @@ def render(p: Params, root: Path, timings: bool = True, extra: list | None = Non
                      str(p.audio.ingest.source if p.modality == "audio" else p.ingest.source)),
              section("gate", "Quality gate", sections.gate, root, n, linked),
              section("samples", "Samples", sections.samples, root, n, linked),
-             *(section(*e) for e in extra or ()),
+             *(section(*e, linked) for e in extra or ()),
              section("crossdomain", "Cross-domain translation", sections.crossdomain, root, n, linked),
              section("training", "Training", sections.training, root),
              section("evaluation", "Test metrics", sections.evaluation, root),

@@ -79,11 +79,4 @@ def clips(root: Path, feats: FeatureParams, linked: frozenset) -> dict | section
 
 
 def run(p: Params, root: Path, **_) -> dict:
-    from .lineage import lineage_index
-
-    root = Path(root)
-    try:
-        linked = frozenset(lineage_index(root)["samples"])
-    except Exception:  # noqa: BLE001 (the lineage section reports its own error)
-        linked = frozenset()
-    return image_run(p, root, extra=[("audio", "Clips", clips, root, p.audio.features, linked)])
+    return image_run(p, Path(root), extra=[("audio", "Clips", clips, Path(root), p.audio.features)])
