@@ -18,8 +18,9 @@ def test_objects_alive_at_entry_are_frozen_and_given_back_after():
     with frozen_heap():
         assert gc.get_freeze_count() > 0
         frozen_at_entry = gc.get_freeze_count()
-        gc.collect()  # a full collection inside the block does not walk what was alive at entry
-        assert gc.get_freeze_count() == frozen_at_entry
+        gc.collect()  # a full collection inside the block leaves what was alive at entry frozen
+        # Reference counting may still free a few frozen objects that other threads (Prefect's, pytest's) drop.
+        assert 0.99 * frozen_at_entry <= gc.get_freeze_count() <= frozen_at_entry
         made_inside = _Node()
         ref_inside = weakref.ref(made_inside)
         del made_inside
