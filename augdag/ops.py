@@ -134,6 +134,74 @@ def _jitter_kernel(c: int):
     return jitter
 
 
+@jit.specialised
+def _jitter_u8_kernel(c: int):
+    """The colour jitter alone, in place on N x H x W x c uint8 images (those at `idx`): _jitter_kernel's float32
+    arithmetic between _to_planes and _to_pixels, value for value, without their whole-batch copies: brightness is a
+    256-entry table of the uint8 value; the mean grey is summed as _jitter_kernel sums it; one channel's contrast is
+    then a table too, three channels' contrast and saturation run over one image's float planes at a time."""
+
+    @jit.njit
+    def jitter_u8(images, idx, factors):  # pragma: no cover (compiled)
+        hw = images.shape[1] * images.shape[2]
+        zero, one, k = np.float32(0.0), np.float32(1.0), np.float32(255.0)
+        wr, wg, wb = np.float32(0.2989), np.float32(0.587), np.float32(0.114)
+        lb = np.empty(256, np.float32)
+        lu = np.empty(256, np.uint8)
+        # three channels: the image as float planes, so the per-pixel passes vectorise (gathers do not)
+        buf = np.empty(3 * hw if c == 3 else 0, np.float32)
+        for m in range(idx.shape[0]):
+            px = images[idx[m]].ravel()
+            rb, rc, rs = np.float32(factors[m, 0]), np.float32(factors[m, 1]), np.float32(factors[m, 2])
+            ac, as_ = np.float32(1.0 - factors[m, 1]), np.float32(1.0 - factors[m, 2])
+            for u in range(256):
+                lb[u] = min(max(np.float32(u) / k * rb, zero), one)
+            if c == 3:
+                for j in range(hw):
+                    buf[j] = lb[px[3 * j]]
+                    buf[hw + j] = lb[px[3 * j + 1]]
+                    buf[2 * hw + j] = lb[px[3 * j + 2]]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            whole = hw - hw % 4
+            for j in range(0, whole, 4):
+                if c == 3:
+                    s0 += (buf[j] * wr + buf[hw + j] * wg) + buf[2 * hw + j] * wb
+                    s1 += (buf[j + 1] * wr + buf[hw + j + 1] * wg) + buf[2 * hw + j + 1] * wb
+                    s2 += (buf[j + 2] * wr + buf[hw + j + 2] * wg) + buf[2 * hw + j + 2] * wb
+                    s3 += (buf[j + 3] * wr + buf[hw + j + 3] * wg) + buf[2 * hw + j + 3] * wb
+                else:
+                    s0 += lb[px[j]]
+                    s1 += lb[px[j + 1]]
+                    s2 += lb[px[j + 2]]
+                    s3 += lb[px[j + 3]]
+            for j in range(whole, hw):
+                s0 += (buf[j] * wr + buf[hw + j] * wg) + buf[2 * hw + j] * wb if c == 3 else lb[px[j]]
+            mean = np.float32(((s0 + s1) + (s2 + s3)) / hw) * ac
+            if c == 3:
+                for j in range(hw):
+                    r = min(max(buf[j] * rc + mean, zero), one)
+                    g = min(max(buf[hw + j] * rc + mean, zero), one)
+                    b = min(max(buf[2 * hw + j] * rc + mean, zero), one)
+                    grey = ((r * wr + g * wg) + b * wb) * as_
+                    buf[j] = np.rint(min(max(r * rs + grey, zero), one) * k)
+                    buf[hw + j] = np.rint(min(max(g * rs + grey, zero), one) * k)
+                    buf[2 * hw + j] = np.rint(min(max(b * rs + grey, zero), one) * k)
+                for j in range(hw):
+                    px[3 * j] = np.uint8(buf[j])
+                    px[3 * j + 1] = np.uint8(buf[hw + j])
+                    px[3 * j + 2] = np.uint8(buf[2 * hw + j])
+            else:
+                for u in range(256):
+                    lu[u] = np.uint8(np.rint(min(max(lb[u] * rc + mean, zero), one) * k))
+                for j in range(hw):
+                    px[j] = lu[px[j]]
+
+    return jitter_u8
+
+
 def _to_planes(images: np.ndarray) -> torch.Tensor:
     """N x H x W x C uint8 -> N x C x H x W float32 tensor in [0, 1] (to_tensor's bytes)."""
     x = np.ascontiguousarray(images)
@@ -359,15 +427,26 @@ class ColorJitter(_Batched):
         c = t.shape[1]
         if c not in (1, 3):
             raise ValueError(f"color_jitter takes images of 1 or 3 channels, not {c}")
+        x = _float32_array(t)
+        out = np.empty_like(x)
+        _jitter_kernel(c)(x, self.factors(ps), out)
+        return torch.from_numpy(out)
+
+    def apply_u8(self, images: np.ndarray, idx: list[int], ps: list[dict]) -> None:
+        """images[idx] jittered in place (N x H x W x C uint8, C-contiguous): the bytes of apply_batch between the
+        float conversions, without them (the whole op at 224x224x3 was mostly those copies)."""
+        c = images.shape[3]
+        if c not in (1, 3):
+            raise ValueError(f"color_jitter takes images of 1 or 3 channels, not {c}")
+        _jitter_u8_kernel(c)(images, np.asarray(idx, np.int64), self.factors(ps))
+
+    def factors(self, ps: list[dict]) -> np.ndarray:
         factors = np.array([[p[k] for k in self.FACTORS] for p in ps], dtype=np.float64).reshape(len(ps), 3)
         bad = ~(np.isfinite(factors) & (factors >= 0))
         if bad.any():
             i, j = np.argwhere(bad)[0]
             raise ValueError(f"color_jitter: {self.FACTORS[j]} factor {factors[i, j]!r} is not a non-negative number")
-        x = _float32_array(t)
-        out = np.empty_like(x)
-        _jitter_kernel(c)(x, factors, out)
-        return torch.from_numpy(out)
+        return factors
 
 
 class GaussianBlur:
@@ -606,6 +685,9 @@ def _apply_in_place(out: np.ndarray, applied: dict[int, list[dict]]) -> None:
     step = max(1, BATCH_VALUES // max(1, out[0].size)) if len(out) else 1
     for names, members in groups.items():
         members.sort()
+        if names == ("color_jitter",) and out.flags.c_contiguous:  # the default ops' only photometric one
+            OPS["color_jitter"].apply_u8(out, members, [applied[i][0] for i in members])
+            continue
         for start in range(0, len(members), step):
             batched = members[start:start + step]
             t = _to_planes(out[batched])

@@ -191,6 +191,32 @@ def test_color_jitter_matches_torchvisions_functions_to_one_level(size, channels
     assert differ / total < 1e-3, (differ, total)
 
 
+@pytest.mark.parametrize("size,channels,n", [(28, 1, 300), (29, 3, 60), (224, 3, 6), (5, 1, 20)])
+def test_color_jitter_in_place_on_uint8_gives_the_float_paths_bytes(size, channels, n):
+    """apply_u8 (the stage's path for a jitter alone) against the float one (planes, kernel, pixels), bit for bit,
+    over the whole factor range, flat and saturated images included."""
+    g = np.random.default_rng(size * channels + n)
+    images = (g.random((n, size, size, channels)) * 256).astype(np.uint8)
+    images[0] = 0
+    images[1] = 255
+    images[2, ..., 0] = np.arange(size * size).reshape(size, size) % 256
+    factors = g.uniform(0.0, 2.5, (n, 3))
+    factors[:4] = [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [2.5, 2.5, 2.5]]
+    ps = [dict(zip(ops.ColorJitter.FACTORS, map(float, f))) for f in factors]
+    want = ops._to_pixels(ops.ColorJitter().apply_batch(ops._to_planes(images), ps))
+    got = images.copy()
+    idx = list(range(0, n, 2)) + list(range(1, n, 2))  # any order of the images to change
+    ops.ColorJitter().apply_u8(got, idx, [ps[i] for i in idx])
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, images)
+    part = images.copy()
+    ops.ColorJitter().apply_u8(part, [1, 3], [ps[1], ps[3]])  # only those at idx change
+    np.testing.assert_array_equal(part[[0, 2]], images[[0, 2]])
+    np.testing.assert_array_equal(part[[1, 3]], want[[1, 3]])
+    one = [{"op": "color_jitter", **ps[5]}]  # apply_batch takes this path for a jitter alone
+    np.testing.assert_array_equal(ops.apply_batch(images[5:6], [one])[0], want[5])
+
+
 def test_color_jitter_refuses_what_torchvision_refuses():
     img = image(3)
     for key, value in (("brightness", -0.1), ("contrast", float("nan")), ("saturation", -2.0)):
