@@ -635,7 +635,8 @@ BATCH_VALUES = 1 << 20  # float32 values per batch (4 MiB): all of a 28x28 chunk
 def apply_batch(images: np.ndarray, applied: list[list[dict]], composed: bool = False) -> np.ndarray:
     """apply() over N images of one shape (NxHxWxC uint8), with the same bytes as apply() on each.
 
-    composed: each image's geometric ops as one warp (OpenCV, per image), then the photometric ops in batches.
+    composed: each image's geometric ops as one warp (OpenCV, per image), then the photometric ops in batches;
+    `images` may then also be a sequence of HxWxC uint8 arrays of one shape (no stacked copy of the input).
 
     Images that drew the same ops form batches (of at most BATCH_VALUES floats); each op then runs over the whole
     batch in the order of `OPS`, which is the order make_params records: once where it has a batched kernel, else
@@ -648,8 +649,12 @@ def apply_batch(images: np.ndarray, applied: list[list[dict]], composed: bool = 
     for a in applied:
         _check_ops(a)
     if composed:  # each image warped straight into the output, then the photometric ops there, in batches
-        h, w = images.shape[1:3]
-        out = np.empty(images.shape, np.uint8)
+        shape = images[0].shape
+        if any(img.shape != shape or img.dtype != np.uint8 for img in images):
+            got = sorted({(img.shape, str(img.dtype)) for img in images})
+            raise ValueError(f"apply_batch takes uint8 images of one shape; got {got}")
+        h, w = shape[:2]
+        out = np.empty((len(images), *shape), np.uint8)
         photometric = {}
         for i, a in enumerate(applied):
             m = geometry_matrix(a, h, w)

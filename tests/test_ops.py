@@ -325,6 +325,9 @@ def test_composed_batch_gives_the_bytes_of_composed_apply(size, channels, n):
     batched = ops.apply_batch(images, applied, composed=True)
     np.testing.assert_array_equal(batched, np.stack([ops.apply(i, a, composed=True) for i, a in zip(images, applied)]))
     assert not np.array_equal(batched, ops.apply_batch(images, applied)), "one warp is not the ops in turn"
+    np.testing.assert_array_equal(ops.apply_batch(list(images), applied, composed=True), batched)  # a list: same
+    with pytest.raises(ValueError, match="uint8 images of one shape"):
+        ops.apply_batch([images[0], images[1][:-1]], applied[:2], composed=True)
 
 
 def test_one_warp_keeps_a_sample_sharper_than_one_per_op():

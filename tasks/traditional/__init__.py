@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from augdag import ops
 from augdag.params import Params
 from augdag.seeding import derive_seed
@@ -52,8 +50,7 @@ def _chunk(args):
             applied[i] = a
     out_images: list = [None] * len(items)
     for idx in by_shape.values():
-        for i, img in zip(idx, ops.apply_batch(np.stack([images[i] for i in idx]), [applied[i] for i in idx],
-                                                      composed=True)):
+        for i, img in zip(idx, ops.apply_batch([images[i] for i in idx], [applied[i] for i in idx], composed=True)):
             out_images[i] = img
     return [(img, dict(sample_id=variant_id(pid, k), split="train", branch=BRANCH, label=int(label),
                        parent_ids=[pid], source=source,
