@@ -424,21 +424,23 @@ class ColorJitter(_Batched):
         image's mean grey (the mean in float64), saturation with each pixel's grey (0.2989 R + 0.587 G + 0.114 B).
         torchvision forms the blend with a fused multiply-add where it vectorises and the mean with its own
         summation order: the bytes differ from its by at most 1 level, on a few values in 10,000 (tested)."""
-        c = t.shape[1]
-        if c not in (1, 3):
-            raise ValueError(f"color_jitter takes images of 1 or 3 channels, not {c}")
         x = _float32_array(t)
         out = np.empty_like(x)
-        _jitter_kernel(c)(x, self.factors(ps), out)
+        _jitter_kernel(self._channels(t.shape[1]))(x, self.factors(ps), out)
         return torch.from_numpy(out)
 
     def apply_u8(self, images: np.ndarray, idx: list[int], ps: list[dict]) -> None:
         """images[idx] jittered in place (N x H x W x C uint8, C-contiguous): the bytes of apply_batch between the
         float conversions, without them (the whole op at 224x224x3 was mostly those copies)."""
-        c = images.shape[3]
+        if images.dtype != np.uint8 or not images.flags.c_contiguous:  # the kernel writes through a flat view
+            raise ValueError(f"color_jitter in place takes C-contiguous uint8 images, not {images.dtype}")
+        _jitter_u8_kernel(self._channels(images.shape[3]))(images, np.asarray(idx, np.int64), self.factors(ps))
+
+    @staticmethod
+    def _channels(c: int) -> int:
         if c not in (1, 3):
             raise ValueError(f"color_jitter takes images of 1 or 3 channels, not {c}")
-        _jitter_u8_kernel(c)(images, np.asarray(idx, np.int64), self.factors(ps))
+        return c
 
     def factors(self, ps: list[dict]) -> np.ndarray:
         factors = np.array([[p[k] for k in self.FACTORS] for p in ps], dtype=np.float64).reshape(len(ps), 3)
@@ -690,8 +692,9 @@ def _apply_in_place(out: np.ndarray, applied: dict[int, list[dict]]) -> None:
     step = max(1, BATCH_VALUES // max(1, out[0].size)) if len(out) else 1
     for names, members in groups.items():
         members.sort()
-        if names == ("color_jitter",) and out.flags.c_contiguous:  # the default ops' only photometric one
-            OPS["color_jitter"].apply_u8(out, members, [applied[i][0] for i in members])
+        in_place = getattr(OPS[names[0]], "apply_u8", None) if len(names) == 1 else None
+        if in_place is not None:  # an op alone with a uint8 kernel (the default ops' colour jitter): no float copies
+            in_place(out, members, [applied[i][0] for i in members])
             continue
         for start in range(0, len(members), step):
             batched = members[start:start + step]
